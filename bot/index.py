@@ -1,0 +1,309 @@
+"""Cases -> index: chunks embedded into Chroma, plus a BM25 side index and case table derived from it.
+
+Chroma is the source of truth. The side index (BM25, chunk texts, case table) is a cache stamped with
+the collection's version; whoever finds the stamp changed rebuilds it from the collection, so several
+processes (or replicas against one Chroma server) always answer from the same data.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import shutil
+import sys
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import bm25s
+import chromadb
+from chromadb.config import Settings as ChromaSettings
+from langchain_core.documents import Document
+from tqdm import tqdm
+
+from bot.cases import Case, Rejection, load_cases
+from bot.chunking import chunk_case, chunker_signature
+from bot.embedding import MiniLMEmbeddings, model_name
+from bot.lexicon import Lexicon
+from bot.settings import Settings
+from bot.text import TOKENIZER_VERSION, tokenize
+
+UPSERT_BATCH = 256
+
+
+class IndexMismatch(RuntimeError):
+    """The index was built with another embedding model or chunking; mixing them would corrupt results."""
+
+
+@dataclass
+class IngestReport:
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    chunks_embedded: int = 0
+
+    def counts(self) -> dict[str, int]:
+        return {"added": len(self.added), "updated": len(self.updated), "unchanged": len(self.unchanged),
+                "removed": len(self.removed), "rejected": len(self.rejected)}
+
+
+def chroma_client(settings: Settings):
+    chroma_settings = ChromaSettings(anonymized_telemetry=False)
+    if settings.chroma_url:
+        from urllib.parse import urlparse
+
+        url = urlparse(settings.chroma_url)
+        return chromadb.HttpClient(host=url.hostname or "127.0.0.1", port=url.port or 8000,
+                                   ssl=url.scheme == "https", settings=chroma_settings)
+    settings.db.mkdir(parents=True, exist_ok=True)
+    return chromadb.PersistentClient(path=str(settings.db), settings=chroma_settings)
+
+
+class CaseIndex:
+    """The Chroma collection of case chunks, its manifest and its side index."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.client = chroma_client(settings)
+        self.manifest = {"embedding_model": model_name(),
+                         "chunker": chunker_signature(settings.chunk_size, settings.chunk_overlap)}
+        self.collection = self.client.get_or_create_collection(
+            settings.collection, embedding_function=None, configuration={"hnsw": {"space": "cosine"}},
+            metadata={**self.manifest, "version": "empty"})
+        self._check_manifest()
+
+    @property
+    def location(self) -> str:
+        return self.settings.chroma_url or str(self.settings.db)
+
+    def _check_manifest(self) -> None:
+        stored = self.collection.metadata or {}
+        for key, wanted in self.manifest.items():
+            if stored.get(key) != wanted:
+                raise IndexMismatch(
+                    f"the index at {self.location} was built with {key} {stored.get(key)!r}, but these settings "
+                    f"use {wanted!r}; rebuild it with `casebot ingest --reset` or choose another --db")
+
+    @property
+    def cache_dir(self) -> Path:
+        """Where the side index lives: inside the embedded database, or a local folder per server."""
+        if self.settings.chroma_url:
+            key = hashlib.sha256(f"{self.settings.chroma_url}/{self.settings.collection}".encode()).hexdigest()[:12]
+            return self.settings.db.parent / f"server-cache-{key}"
+        return self.settings.db / "casebot-side-index"
+
+    def version(self) -> str:
+        return str(self.client.get_collection(self.settings.collection, embedding_function=None)
+                   .metadata.get("version", "empty"))
+
+    def _stamp(self, version: str) -> None:
+        self.collection.modify(metadata={**self.manifest, "version": version})
+
+    def count(self) -> int:
+        return self.collection.count()
+
+    @classmethod
+    def reset(cls, settings: Settings) -> CaseIndex:
+        """An empty index in place of whatever was there, whatever model or chunking built it."""
+        client = chroma_client(settings)
+        if settings.collection in [c.name for c in client.list_collections()]:
+            client.delete_collection(settings.collection)
+        index = cls(settings)
+        shutil.rmtree(index.cache_dir, ignore_errors=True)
+        return index
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """One ingest at a time per index: a second one waits, and says so."""
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.cache_dir.parent / f".{self.cache_dir.name}.lock", "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                print(f"another ingest is running on {self.location}; waiting for it to finish", file=sys.stderr)
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _stored(self) -> dict[str, dict]:
+        """Per stored case: its content hash (None if its chunks disagree or are incomplete), path, chunk ids."""
+        got = self.collection.get(include=["metadatas"])
+        cases: dict[str, dict] = defaultdict(lambda: {"ids": [], "hashes": set(), "n": set(), "path": ""})
+        for chunk_id, meta in zip(got["ids"], got["metadatas"]):
+            entry = cases[meta["case_id"]]
+            entry["ids"].append(chunk_id)
+            entry["hashes"].add(meta["content_hash"])
+            entry["n"].add(meta["n_chunks"])
+            entry["path"] = json.loads(meta["case"])["path"]
+        for entry in cases.values():
+            complete = len(entry["hashes"]) == 1 and entry["n"] == {len(entry["ids"])}
+            entry["hash"] = next(iter(entry["hashes"])) if complete else None
+        return dict(cases)
+
+    def ingest(self, sources: list[Path], lexicon: Lexicon, progress: bool | None = None) -> IngestReport:
+        """Bring the index in line with the case files under `sources`, embedding only what changed."""
+        with self.lock():
+            return self._ingest(sources, lexicon, sys.stderr.isatty() if progress is None else progress)
+
+    def _ingest(self, sources: list[Path], lexicon: Lexicon, progress: bool) -> IngestReport:
+        cases, rejections = load_cases(sources, lexicon)
+        stored = self._stored()
+        report = IngestReport(rejected=rejections)
+        to_embed: list[Case] = []
+        for case in cases:
+            previous = stored.get(case.id)
+            if previous is None:
+                report.added.append(case.id)
+                to_embed.append(case)
+            elif previous["hash"] != case.content_hash:
+                report.updated.append(case.id)
+                to_embed.append(case)
+            else:
+                report.unchanged.append(case.id)
+        current = {case.id for case in cases}
+        kept_paths = {str(r.path) for r in rejections}  # a file that became invalid keeps its last good chunks
+        report.removed = sorted(cid for cid, entry in stored.items()
+                                if cid not in current and entry["path"] not in kept_paths)
+        if not (to_embed or report.removed) and self.cache_dir.joinpath("version").exists():
+            return report
+        self._stamp(f"ingesting-{uuid.uuid4().hex}")
+        stale = [cid for cid in report.removed] + [c.id for c in to_embed if c.id in stored]
+        for cid in stale:
+            self.collection.delete(ids=stored[cid]["ids"])
+        chunks = [doc for case in to_embed
+                  for doc in chunk_case(case, self.settings.chunk_size, self.settings.chunk_overlap)]
+        report.chunks_embedded = self._embed_and_store(chunks, progress)
+        self._stamp(uuid.uuid4().hex)
+        SideIndex.rebuild(self)
+        return report
+
+    def _embed_and_store(self, chunks: list[Document], progress: bool) -> int:
+        embedder = MiniLMEmbeddings()
+        bar = tqdm(total=len(chunks), unit="chunk", desc="embedding", disable=not progress or not chunks)
+        for start in range(0, len(chunks), UPSERT_BATCH):
+            batch = chunks[start : start + UPSERT_BATCH]
+            vectors = embedder.embed_documents([doc.page_content for doc in batch])
+            self.collection.upsert(ids=[doc.id for doc in batch], embeddings=vectors,
+                                   documents=[doc.page_content for doc in batch],
+                                   metadatas=[doc.metadata for doc in batch])
+            bar.update(len(batch))
+        bar.close()
+        return len(chunks)
+
+    def all_chunks(self) -> Iterator[tuple[str, str, dict]]:
+        total = self.count()
+        for offset in range(0, total, 5000):
+            got = self.collection.get(include=["documents", "metadatas"], limit=5000, offset=offset)
+            yield from zip(got["ids"], got["documents"], got["metadatas"])
+
+
+@dataclass
+class SideIndex:
+    """BM25 over the chunks, the chunk table and the case table, all derived from the collection."""
+
+    version: str
+    chunk_ids: list[str]
+    chunk_case: list[str]
+    chunk_meta: list[dict]
+    cases: dict[str, Case]
+    bm25: bm25s.BM25
+    doc_freq: dict[str, int]
+    case_tokens: dict[str, set[str]]
+
+    @cached_property
+    def row_of(self) -> dict[str, int]:
+        return {chunk_id: row for row, chunk_id in enumerate(self.chunk_ids)}
+
+    @cached_property
+    def vocabulary_by_prefix(self) -> dict[str, list[str]]:
+        """Library words by their first two letters, for spelling correction."""
+        groups: dict[str, list[str]] = defaultdict(list)
+        for token in self.doc_freq:
+            groups[token[:2]].append(token)
+        return dict(groups)
+
+    @cached_property
+    def rows_of_case(self) -> dict[str, list[int]]:
+        rows: dict[str, list[int]] = defaultdict(list)
+        for row, case_id in enumerate(self.chunk_case):
+            rows[case_id].append(row)
+        return dict(rows)
+
+    def case_passages(self, case_id: str) -> list[dict]:
+        """Every chunk's metadata for one case, in document order."""
+        return [self.chunk_meta[row] for row in self.rows_of_case.get(case_id, [])]
+
+    @classmethod
+    def rebuild(cls, index: CaseIndex) -> SideIndex:
+        version = index.version()
+        rows = sorted(index.all_chunks(), key=lambda row: row[0])
+        folder = index.cache_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        tokens = tokenize([doc for _, doc, _ in rows]) if rows else []
+        retriever = bm25s.BM25()
+        if rows:
+            retriever.index(tokens, show_progress=False)
+            retriever.save(tmp / "bm25", show_progress=False)
+        table = {"ids": [r[0] for r in rows], "metas": [r[2] for r in rows], "tokens": tokens}
+        (tmp / "chunks.json").write_text(json.dumps(table))
+        (tmp / "version").write_text(f"{version}:{TOKENIZER_VERSION}")
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+        return cls._from_table(version, table, retriever)
+
+    @classmethod
+    def load(cls, index: CaseIndex) -> SideIndex:
+        """The cached side index if it matches the collection's version stamp, else a fresh one."""
+        folder = index.cache_dir
+        version = index.version()
+        try:
+            if (folder / "version").read_text() == f"{version}:{TOKENIZER_VERSION}":
+                table = json.loads((folder / "chunks.json").read_text())
+                retriever = bm25s.BM25.load(folder / "bm25", show_progress=False) if table["ids"] else bm25s.BM25()
+                return cls._from_table(version, table, retriever)
+        except (OSError, ValueError, KeyError):
+            pass
+        return cls.rebuild(index)
+
+    @classmethod
+    def _from_table(cls, version: str, table: dict, retriever: bm25s.BM25) -> SideIndex:
+        cases: dict[str, Case] = {}
+        doc_freq: dict[str, int] = defaultdict(int)
+        case_tokens: dict[str, set[str]] = defaultdict(set)
+        for meta, tokens in zip(table["metas"], table["tokens"]):
+            if meta["case_id"] not in cases:
+                cases[meta["case_id"]] = Case(**json.loads(meta["case"]), body="")
+            case_tokens[meta["case_id"]].update(tokens)
+            for token in set(tokens):
+                doc_freq[token] += 1
+        return cls(version, table["ids"], [m["case_id"] for m in table["metas"]], table["metas"], cases,
+                   retriever, dict(doc_freq), dict(case_tokens))
+
+
+def ensure_index(settings: Settings, lexicon: Lexicon, log: Callable[[str], None] = print) -> CaseIndex:
+    """The index, built from the knowledge folder first when it is empty."""
+    index = CaseIndex(settings)
+    if index.count() == 0:
+        log(f"index at {index.location} is empty: building it from {settings.knowledge}")
+        report = index.ingest([settings.knowledge], lexicon)
+        log(format_report(report))
+    return index
+
+
+def format_report(report: IngestReport) -> str:
+    counts = ", ".join(f"{n} {name}" for name, n in report.counts().items())
+    lines = [f"{counts} ({report.chunks_embedded} chunks embedded)"]
+    lines.extend(f"rejected {rejection}" for rejection in report.rejected)
+    return "\n".join(lines)

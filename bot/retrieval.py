@@ -1,0 +1,200 @@
+"""Index -> ranked cases: dense (Chroma) and BM25 over the same chunks, fused by reciprocal rank fusion,
+grouped by case, with metadata filters applied before ranking and lexicon-based query expansion."""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bot.cases import ORGANS, Case
+from bot.embedding import MiniLMEmbeddings
+from bot.index import CaseIndex, SideIndex
+from bot.lexicon import Lexicon
+from bot.settings import Settings
+from bot.text import tokenize
+
+FILTER_KEYS = ("organ", "subtype", "therapy", "outcome")
+
+
+class FilterError(ValueError):
+    """A filter key or value the library does not know."""
+
+
+@dataclass
+class Passage:
+    chunk_id: str
+    section: str
+    text: str
+    fused: float
+
+
+@dataclass
+class CaseHit:
+    case: Case
+    fused: float  # best reciprocal-rank-fusion score among the case's chunks
+    similarity: float  # best cosine similarity between the question and the case's chunks
+    coverage: float = 0.0  # share (IDF-weighted) of the question's concepts found in the case
+    passages: list[Passage] = field(default_factory=list)
+
+
+@dataclass
+class Concept:
+    """Something the question asks about: a lexicon term (any of its aliases counts) or a plain word."""
+
+    label: str
+    alternatives: list[set[str]]  # stemmed token sets; the concept is present if any is contained
+    weight: float
+
+
+class Retriever:
+    def __init__(self, index: CaseIndex, lexicon: Lexicon, settings: Settings):
+        self.index, self.lexicon, self.settings = index, lexicon, settings
+        self.embedder = MiniLMEmbeddings()
+        self.side = SideIndex.load(index)
+        self._filler = set(tokenize([" ".join(lexicon.filler)])[0]) if lexicon.filler else set()
+
+    def refresh(self) -> None:
+        """Reload the side index when another process (or replica) changed the collection."""
+        if self.index.version() != self.side.version:
+            self.side = SideIndex.load(self.index)
+
+    @property
+    def cases(self) -> dict[str, Case]:
+        return self.side.cases
+
+    def allowed_cases(self, filters: dict[str, str] | None) -> set[str] | None:
+        """Case ids matching every filter (None when there are no filters)."""
+        if not filters:
+            return None
+        allowed = set(self.cases)
+        for key, raw in filters.items():
+            value = str(raw).strip()
+            if key not in FILTER_KEYS:
+                raise FilterError(f"unknown filter {key!r}; use one of {', '.join(FILTER_KEYS)}")
+            if key == "organ":
+                organ = self.lexicon.canonical("organs", value) or value.lower()
+                if organ not in ORGANS:
+                    raise FilterError(f"unknown organ {value!r}; use one of {', '.join(ORGANS)}")
+                allowed &= {cid for cid, c in self.cases.items() if organ in c.organs}
+            elif key == "subtype":
+                subtype = self.lexicon.canonical("subtypes", value) or value.lower()
+                allowed &= {cid for cid, c in self.cases.items() if c.subtype == subtype}
+            elif key == "therapy":
+                therapy = (self.lexicon.canonical("therapies", value) or value).lower()
+                allowed &= {cid for cid, c in self.cases.items() if therapy in (t.lower() for t in c.therapies)}
+            else:
+                allowed &= {cid for cid, c in self.cases.items() if c.outcome == value.lower()}
+        return allowed
+
+    def search(self, question: str, filters: dict[str, str] | None = None,
+               only_cases: set[str] | None = None, limit: int = 10) -> list[CaseHit]:
+        """Cases ranked by fused score, each with its best passages, similarity and concept coverage."""
+        allowed = self.allowed_cases(filters)
+        if only_cases is not None:
+            allowed = only_cases if allowed is None else allowed & only_cases
+        if allowed is not None and not allowed or not self.side.chunk_ids:
+            return []
+        terms = self.lexicon.find(question)
+        expanded = question + "".join(f" ({t.canonical})" for t in terms if t.canonical.lower() not in question.lower())
+        query_vector = self.embedder.embed_query(expanded)
+        dense = self._dense(query_vector, allowed)
+        lexical = self._bm25(question + " " + " ".join(self.lexicon.expansion(question)), allowed)
+        fused: dict[int, float] = defaultdict(float)
+        for ranking in (list(dense), lexical):
+            for rank, row in enumerate(ranking):
+                fused[row] += 1.0 / (self.settings.rrf_k + rank + 1)
+        hits: dict[str, CaseHit] = {}
+        for row, score in sorted(fused.items(), key=lambda item: -item[1]):
+            meta = self.side.chunk_meta[row]
+            cid = meta["case_id"]
+            hit = hits.get(cid)
+            if hit is None:
+                hit = hits[cid] = CaseHit(self.cases[cid], score, 0.0)
+            hit.similarity = max(hit.similarity, dense.get(row, 0.0))
+            hit.passages.append(Passage(self.side.chunk_ids[row], meta["section"], meta["text"], score))
+        ranked = sorted(hits.values(), key=lambda h: -h.fused)[:limit]
+        self._fill_similarity([h for h in ranked if h.similarity == 0.0], query_vector)
+        concepts = self.concepts(question)
+        for hit in ranked:
+            hit.coverage = self.coverage(concepts, hit.case.id)
+        return ranked
+
+    def _dense(self, query_vector: list[float], allowed: set[str] | None) -> dict[int, float]:
+        """Row number -> cosine similarity for the nearest chunks, in rank order."""
+        n = min(self.settings.candidates, len(self.side.chunk_ids))
+        where = {"case_id": {"$in": sorted(allowed)}} if allowed is not None else None
+        result = self.index.collection.query(query_embeddings=[query_vector], n_results=n,
+                                             where=where, include=["distances"])
+        rows = self.side.row_of
+        return {rows[cid]: 1.0 - dist for cid, dist in zip(result["ids"][0], result["distances"][0]) if cid in rows}
+
+    def _fill_similarity(self, hits: list[CaseHit], query_vector: list[float]) -> None:
+        """Cases found by BM25 alone get their similarity from a dense query restricted to them."""
+        if not hits:
+            return
+        by_id = {h.case.id: h for h in hits}
+        result = self.index.collection.query(
+            query_embeddings=[query_vector], where={"case_id": {"$in": sorted(by_id)}},
+            n_results=min(len(self.side.chunk_ids), 4 * len(hits)), include=["distances", "metadatas"])
+        for meta, distance in zip(result["metadatas"][0], result["distances"][0]):
+            hit = by_id[meta["case_id"]]
+            hit.similarity = max(hit.similarity, 1.0 - distance)
+
+    def corrected(self, tokens: list[str]) -> list[str]:
+        """Words the library does not know replaced by a close spelling it does ("toclizumab")."""
+        vocabulary = self.side.vocabulary_by_prefix
+        out = []
+        for token in tokens:
+            if token not in self.side.doc_freq and len(token) >= 5:
+                close = difflib.get_close_matches(token, vocabulary.get(token[:2], []), n=1, cutoff=0.8)
+                token = close[0] if close else token
+            out.append(token)
+        return out
+
+    def _bm25(self, text: str, allowed: set[str] | None) -> list[int]:
+        tokens = list(dict.fromkeys(self.corrected(tokenize([text])[0])))
+        if not tokens:
+            return []
+        scores = self.side.bm25.get_scores(tokens)
+        if allowed is not None:
+            mask = np.fromiter((cid in allowed for cid in self.side.chunk_case), dtype=bool, count=len(scores))
+            scores = np.where(mask, scores, 0.0)
+        n = min(self.settings.candidates, len(scores))
+        top = np.argpartition(-scores, n - 1)[:n]
+        return [int(i) for i in top[np.argsort(-scores[top])] if scores[i] > 0]
+
+    def concepts(self, question: str) -> list[Concept]:
+        """The question's lexicon mentions and remaining content words, weighted by rarity in the library.
+
+        A mention counts as present in a case when any alias of any term it names is there, so "MMF" in the
+        question matches "mycophenolate mofetil" in the case."""
+        rest = question
+        concepts: list[Concept] = []
+        for surface, terms in self.lexicon.mentions(question):
+            aliases = list(dict.fromkeys(alias for term in terms for alias in term.aliases))
+            alternatives = [set(tokens) for tokens in tokenize(aliases) if tokens]
+            own = set(tokenize([surface])[0])
+            for term in terms:
+                rest = self.lexicon.strip(rest, term)
+            concepts.append(Concept(surface, alternatives, max((self.idf(t) for t in own), default=0.0)))
+        for token in dict.fromkeys(self.corrected(tokenize([rest])[0])):
+            if token not in self._filler and not token.isdigit():
+                concepts.append(Concept(token, [{token}], self.idf(token)))
+        return concepts
+
+    def idf(self, token: str) -> float:
+        n = len(self.side.chunk_ids)
+        return math.log(1 + n / (1 + self.side.doc_freq.get(token, 0)))
+
+    def coverage(self, concepts: list[Concept], case_id: str) -> float:
+        """IDF-weighted share of the concepts present in the case; 1.0 when the question names none."""
+        total = sum(c.weight for c in concepts)
+        if total == 0:
+            return 1.0
+        tokens = self.side.case_tokens.get(case_id, set())
+        found = sum(c.weight for c in concepts if any(alt <= tokens for alt in c.alternatives))
+        return found / total

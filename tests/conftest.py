@@ -1,0 +1,84 @@
+"""Shared fixtures: real Chroma, the real embedding model, indexes built once per session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["ANONYMIZED_TELEMETRY"] = "False"
+for name in list(os.environ):  # the suite must not pick up a developer's own settings
+    if name.startswith("CASEBOT_"):
+        del os.environ[name]
+
+from bot.conversation import CaseBot  # noqa: E402
+from bot.settings import PROJECT_ROOT, Settings, load_settings  # noqa: E402
+
+KNOWLEDGE = PROJECT_ROOT / "knowledge"
+HELDOUT = PROJECT_ROOT / "tests" / "heldout"
+CASEBOT = [sys.executable, "-m", "bot"]
+
+
+@pytest.fixture(scope="session")
+def knowledge_settings(tmp_path_factory) -> Settings:
+    return load_settings(db=tmp_path_factory.mktemp("knowledge") / "chroma", knowledge=KNOWLEDGE)
+
+
+@pytest.fixture(scope="session")
+def knowledge_bot(knowledge_settings) -> CaseBot:
+    """The shipped library, indexed once (the first CaseBot builds the empty index from knowledge/)."""
+    return CaseBot(knowledge_settings, log=lambda message: None)
+
+
+def run_casebot(*args: str, stdin: str | None = None, env: dict | None = None, cwd: Path = PROJECT_ROOT):
+    """The real command line, as a user runs it."""
+    return subprocess.run([*CASEBOT, *args], input=stdin, capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, **(env or {})}, timeout=900)
+
+
+CASE_TEMPLATE = """---
+id: {id}
+title: {title}
+subtype: {subtype}
+organs: [{organs}]
+antibodies: []
+failed_therapies: [{failed}]
+next_therapies: [{next}]
+outcome: {outcome}
+evidence: composite-vignette
+source: "test library"
+---
+## Presentation
+{presentation}
+
+## Prior treatment
+{prior}
+
+## Resistance
+{resistance}
+
+## Next therapy
+{next_text}
+
+## Outcome
+{outcome_text}
+
+## Teaching points
+- {teaching}
+"""
+
+
+def write_case(folder: Path, **fields: str) -> Path:
+    """A case file in the SPEC format; missing fields get plain defaults."""
+    values = {"title": "A test case", "subtype": "diffuse", "organs": "lung", "failed": "", "next": "",
+              "outcome": "unknown", "presentation": "Presentation text.", "prior": "Prior treatment text.",
+              "resistance": "Resistance text.", "next_text": "Next therapy text.", "outcome_text": "Outcome text.",
+              "teaching": "A teaching point."} | fields
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{fields['id']}.md"
+    path.write_text(CASE_TEMPLATE.format(**values), encoding="utf-8")
+    return path
