@@ -103,17 +103,10 @@ class CaseBot:
         points_back = ANAPHORA.search(question) or len(question.split()) <= SHORT_FOLLOW_UP_WORDS
         if not focus or not points_back or self._names_new_case(question, focus):
             return question, None
-        if SINGULAR.search(question) and len(focus) > 1:
-            focus = self._one_of(focus, question, convo)
+        if SINGULAR.search(question):  # "she", "that case": the case the last answer put first
+            focus = focus[:1]
         titles = "; ".join(self.retriever.cases[cid].title for cid in focus if cid in self.retriever.cases)
         return f"{question} (about: {titles})", focus
-
-    def _one_of(self, focus: list[str], question: str, convo: Conversation) -> list[str]:
-        """The single case "she" or "that case" means: the focus case that best fits the turns so far."""
-        context = " ".join(turn.question for turn in convo.turns[-2:]) + " " + question
-        hits = self.retriever.search(context, only_cases=set(focus))
-        best = max(hits, key=lambda h: (h.coverage, h.similarity), default=None)
-        return [best.case.id] if best else focus[:1]
 
     def _names_new_case(self, question: str, focus: list[str]) -> bool:
         """Without a pronoun pointing back, a question naming a therapy, organ or antibody that none of
