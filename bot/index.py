@@ -176,28 +176,39 @@ class CaseIndex:
         if not (to_embed or report.removed) and self.cache_dir.joinpath("version").exists():
             return report
         self._stamp(f"ingesting-{uuid.uuid4().hex}")
-        stale = [cid for cid in report.removed] + [c.id for c in to_embed if c.id in stored]
-        for cid in stale:
+        for cid in [*report.removed, *(c.id for c in to_embed if c.id in stored)]:
             self.collection.delete(ids=stored[cid]["ids"])
-        chunks = [doc for case in to_embed
-                  for doc in chunk_case(case, self.settings.chunk_size, self.settings.chunk_overlap)]
-        report.chunks_embedded = self._embed_and_store(chunks, progress)
+        report.chunks_embedded = self._embed_and_store(to_embed, progress)
         self._stamp(uuid.uuid4().hex)
         SideIndex.rebuild(self)
         return report
 
-    def _embed_and_store(self, chunks: list[Document], progress: bool) -> int:
+    def _embed_and_store(self, cases: list[Case], progress: bool) -> int:
+        """Chunk, embed and upsert in batches, so memory holds one batch of chunks, not the library."""
         embedder = MiniLMEmbeddings()
-        bar = tqdm(total=len(chunks), unit="chunk", desc="embedding", disable=not progress or not chunks)
-        for start in range(0, len(chunks), UPSERT_BATCH):
-            batch = chunks[start : start + UPSERT_BATCH]
-            vectors = embedder.embed_documents([doc.page_content for doc in batch])
-            self.collection.upsert(ids=[doc.id for doc in batch], embeddings=vectors,
-                                   documents=[doc.page_content for doc in batch],
-                                   metadatas=[doc.metadata for doc in batch])
-            bar.update(len(batch))
+        bar = tqdm(total=len(cases), unit="case", desc="embedding", disable=not progress or not cases)
+        pending: list[Document] = []
+        stored = 0
+
+        def flush() -> None:
+            vectors = embedder.embed_documents([doc.page_content for doc in pending])
+            self.collection.upsert(ids=[doc.id for doc in pending], embeddings=vectors,
+                                   documents=[doc.page_content for doc in pending],
+                                   metadatas=[doc.metadata for doc in pending])
+            pending.clear()
+
+        for case in cases:
+            pending.extend(chunk_case(case, self.settings.chunk_size, self.settings.chunk_overlap))
+            if len(pending) >= UPSERT_BATCH:
+                stored += len(pending)
+                flush()
+            bar.update(1)
+            bar.set_postfix(chunks=stored + len(pending))
+        if pending:
+            stored += len(pending)
+            flush()
         bar.close()
-        return len(chunks)
+        return stored
 
     def all_chunks(self) -> Iterator[tuple[str, str, dict]]:
         total = self.count()
