@@ -6,8 +6,11 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 export GRADIO_ANALYTICS_ENABLED := False
+# llama-cpp-python compiles llama.cpp at install: for any x86-64 CPU by default, not only this one (a wheel
+# cached with -march=native crashes elsewhere). `make setup LLAMA_CMAKE_ARGS=-DGGML_NATIVE=ON` is faster here.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 
-.PHONY: setup run test ingest calibrate clean
+.PHONY: setup run test ingest eval calibrate bench clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11"; exit 1; }
@@ -15,10 +18,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# The CPU build of torch first: an unpinned torch would pull a CUDA build of several GB.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[test]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-setup: $(STAMP)
+# The browser tests drive Debian's chromium (Playwright never downloads a browser); installed only when missing.
+/usr/bin/chromium:
+	apt-get update && apt-get install -y chromium
+
+setup: $(STAMP) /usr/bin/chromium
 
 # Build or refresh the index (exit 2 only means some files were rejected; they are listed).
 ingest: setup
@@ -30,8 +37,18 @@ run: ingest
 test: setup
 	$(BIN)/pytest
 
+# The scripted test prompts of evals/ against the bundled library: reports/ (git-ignored) gets report.json,
+# report.md, report.html and junit.xml; exit 1 when a test failed.
+eval: ingest
+	$(BIN)/python -m bot eval evals/*.yaml --report reports --junit reports/junit.xml
+
 calibrate: ingest
 	$(BIN)/python bench/calibrate_gate.py
+
+# Latency at 50 / 1,000 / 10,000 cases, ingest against raw encode, retrieval modes, start-up, memory:
+# prints a table and writes bench/results.md (about 30 minutes; run it on a quiet machine).
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
 
 clean:
 	rm -rf .casebot

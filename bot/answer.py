@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from bot.pathways import Pathway, failed_therapy_asked, markdown_table, pathway
 from bot.retrieval import CaseHit, Concept, Retriever
 from bot.settings import Settings
 from bot.text import sentences, tokenize
@@ -65,7 +66,7 @@ def select_cases(hits: list[CaseHit], settings: Settings) -> list[CaseHit]:
 
 
 def compose(question: str, hits: list[CaseHit], concepts: list[Concept], retriever: Retriever,
-            settings: Settings) -> tuple[str, list[Citation]]:
+            settings: Settings, filters: dict[str, str] | None = None) -> tuple[str, list[Citation]]:
     """An answer in which every line comes from a case's metadata or is quoted from its text, with its marker."""
     blocks: list[str] = []
     citations: list[Citation] = []
@@ -78,8 +79,31 @@ def compose(question: str, hits: list[CaseHit], concepts: list[Concept], retriev
         blocks.append("\n".join([f"- {headline} {marker}", *(f"  - {s} {marker}" for s in quoted)]))
         citations.append(Citation(case_id=case.id, title=case.title, source=case.source or case.path,
                                   passages=quoted, score=round(hit.similarity, 4)))
+    table = pathway_for(question, retriever, filters)
+    if table:
+        cited = {c.case_id for c in citations}
+        for case_id in table.case_ids():
+            if case_id not in cited:
+                hit = CaseHit(retriever.cases[case_id], 0.0, 0.0)
+                citations.append(Citation(case_id=case_id, title=hit.case.title, source=hit.case.source or hit.case.path,
+                                          passages=best_sentences(hit, concepts, retriever, 1), score=0.0))
+        blocks.append("\n" + markdown_table(table))
     note = prompt(settings.prompts_dir, "educational_note.md")
     return "\n".join(blocks) + "\n\n" + note, citations
+
+
+def pathway_for(question: str, retriever: Retriever, filters: dict[str, str] | None) -> Pathway | None:
+    """For "what was tried after X failed?", the pathway across every case where X failed (two at least),
+    within the active filters and the organ the question names."""
+    lexicon = retriever.lexicon
+    allowed = retriever.allowed_cases(filters)
+    cases = [c for cid, c in retriever.cases.items() if allowed is None or cid in allowed]
+    failed = failed_therapy_asked(question, lexicon, cases)
+    if not failed:
+        return None
+    organ = next((t.canonical for t in lexicon.find(question) if t.group == "organs"), None)
+    table = pathway(cases, lexicon, failed, organ=organ)
+    return table if len(table.case_ids()) >= 2 else None
 
 
 def best_sentences(hit: CaseHit, concepts: list[Concept], retriever: Retriever, n: int) -> list[str]:

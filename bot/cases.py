@@ -67,7 +67,7 @@ class Case(BaseModel):
         if self.failed_therapies:
             parts.append("failed " + ", ".join(self.failed_therapies))
         if self.next_therapies:
-            parts.append("then " + ", ".join(self.next_therapies))
+            parts.append(("then " if parts else "treated with ") + ", ".join(self.next_therapies))
         if self.outcome != "unknown":
             parts.append(f"outcome: {self.outcome}")
         return "; ".join(parts)

@@ -1,4 +1,4 @@
-"""The `casebot` command line: ingest, ask, chat, serve."""
+"""The `casebot` command line: ingest, ask, chat, eval, serve, feedback."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     ingest = commands.add_parser("ingest", help="build or refresh the index from case files")
     ingest.add_argument("--source", action="append", type=Path, help="case folder (repeatable); default: knowledge/")
     ingest.add_argument("--reset", action="store_true", help="delete the index first and rebuild it")
+    ingest.add_argument("--strict", action="store_true", help="refuse files with likely patient identifiers")
 
     ask = commands.add_parser("ask", help="answer one question")
     ask.add_argument("question")
@@ -32,7 +33,26 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
 
-    for sub in (ingest, ask, chat, serve):
+    feedback = commands.add_parser("feedback", help="clinicians' ratings and comments from the web app")
+    feedback_actions = feedback.add_subparsers(dest="action", required=True)
+    feedback_export = feedback_actions.add_parser("export", help="write every rating and comment to a CSV file")
+    feedback_export.add_argument("file", type=Path, metavar="FILE.csv")
+
+    evaluate = commands.add_parser("eval", help="run scripted test prompts and report (exit 0 all passed, "
+                                   "1 some failed, 2 invalid input)")
+    evaluate.add_argument("files", nargs="+", type=Path, metavar="FILE.yaml")
+    evaluate.add_argument("--report", type=Path, default=Path("reports"),
+                          help="folder for report.json, report.md, report.html (default reports/)")
+    evaluate.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML here")
+    evaluate.add_argument("--compare", type=Path, metavar="OLD/report.json", help="an earlier run's report.json")
+    evaluate.add_argument("--tag", action="append", default=[], help="run only tests with this tag (repeatable)")
+
+    pathways = commands.add_parser("pathways", help="after a therapy failed: what came next, and how it went")
+    pathways.add_argument("--failed", required=True, metavar="THERAPY", help="e.g. MMF, rituximab, ACE inhibitors")
+    pathways.add_argument("--organ")
+    pathways.add_argument("--json", action="store_true")
+
+    for sub in (ingest, ask, chat, serve, evaluate, feedback_export, pathways):
         sub.add_argument("--db", type=Path, help="index folder (default .casebot/chroma)")
 
     args = parser.parse_args(argv)
@@ -41,10 +61,28 @@ def main(argv: list[str] | None = None) -> int:
     from bot.index import IndexMismatch
 
     try:
-        return {"ingest": run_ingest, "ask": run_ask, "chat": run_chat, "serve": run_serve}[args.command](args, settings)
+        return {"ingest": run_ingest, "ask": run_ask, "chat": run_chat, "serve": run_serve,
+                "eval": run_eval, "feedback": run_feedback, "pathways": run_pathways}[args.command](args, settings)
     except IndexMismatch as error:
         print(f"casebot: {error}", file=sys.stderr)
         return 2
+
+
+def run_pathways(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.index import SideIndex, ensure_index
+    from bot.lexicon import Lexicon
+    from bot.pathways import markdown_table, pathway
+
+    lexicon = Lexicon.load(settings.lexicon_path)
+    cases = SideIndex.load(ensure_index(settings, lexicon, log=lambda m: print(m, file=sys.stderr))).cases
+    result = pathway(cases.values(), lexicon, args.failed, organ=args.organ)
+    if args.json:
+        print(result.model_dump_json(indent=2))
+    elif not result.rows:
+        print(f"No case in the library records {result.failed!r} as a failed therapy.")
+    else:
+        print(markdown_table(result))
+    return 0
 
 
 def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
@@ -52,7 +90,7 @@ def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from bot.lexicon import Lexicon
 
     index = CaseIndex.reset(settings) if args.reset else CaseIndex(settings)
-    report = index.ingest(args.source or [settings.knowledge], Lexicon.load(settings.lexicon_path))
+    report = index.ingest(args.source or [settings.knowledge], Lexicon.load(settings.lexicon_path), strict=args.strict)
     print(format_report(report))
     return 2 if report.rejected else 0
 
@@ -132,8 +170,47 @@ def _chat_jsonl(bot) -> int:
     return status
 
 
+def run_eval(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.conversation import CaseBot
+    from bot.evaluation import SuiteError, evaluate, plan, validate
+    from bot.reports import ReportError, build_report, load_report, terminal, write_junit, write_reports
+
+    try:
+        planned = plan(args.files, args.tag)
+        old = load_report(args.compare) if args.compare else None
+        bot = CaseBot(settings, log=lambda message: print(message, file=sys.stderr))
+        warnings = validate(bot, planned)
+    except (SuiteError, ReportError) as error:
+        print(f"casebot: {error}", file=sys.stderr)
+        return 2
+    results = evaluate(bot, planned)
+    report = build_report(results, args.files, args.tag, warnings, old, args.compare)
+    print(terminal(report))
+    written = write_reports(report, args.report) + ([write_junit(report, args.junit)] if args.junit else [])
+    print(f"\nwrote {', '.join(map(str, written))}")
+    return 0 if report.summary.failed == 0 else 1
+
+
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     from bot.ui import serve
 
+    try:
+        settings.credentials  # a malformed CASEBOT_AUTH stops here, before the model loads
+    except ValueError as error:
+        print(f"casebot: {error}", file=sys.stderr)
+        return 2
     serve(settings)
+    return 0
+
+
+def run_feedback(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.feedback import FeedbackStore, feedback_path
+
+    store = FeedbackStore(feedback_path(settings))
+    try:
+        count = store.export_csv(args.file)
+    except OSError as error:
+        print(f"casebot: cannot write {args.file}: {error.strerror}", file=sys.stderr)
+        return 2
+    print(f"wrote {count} feedback rows from {store.path} to {args.file}")
     return 0

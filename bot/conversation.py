@@ -1,6 +1,8 @@
 """Questions in a conversation -> answers: follow-ups resolved against earlier turns, then retrieve and answer.
 
 `CaseBot` is the one entry to the bot for the CLI, the web app and the evaluation, so all answer alike.
+With an LLM configured (settings.llm), the chosen cases' passages go to the model, its text is checked by
+bot/verification.py before it is shown, and any failure falls back to the extractive answer with a warning.
 """
 
 from __future__ import annotations
@@ -8,13 +10,16 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 
-from bot.answer import Answer, compose, refusal, select_cases
+from bot.answer import Answer, Citation, compose, prompt, refusal, select_cases
+from bot.generation import EXTRACTIVE, BackendError, ChatBackend, Evidence, evidence
 from bot.index import CaseIndex, ensure_index
 from bot.lexicon import Lexicon
-from bot.retrieval import Retriever
+from bot.retrieval import CaseHit, Retriever
 from bot.settings import Settings
+from bot.verification import UNVERIFIED_MARK, CitationVerifier
 
 MAX_QUESTION_CHARS = 2000
 # Words that point back at the conversation rather than naming a case.
@@ -28,6 +33,8 @@ SINGULAR = re.compile(r"\b(she|he|her|him|his|hers|that case|this case|the case|
 
 # A question this short after an answer ("Did the kidneys recover?") continues it unless it names a new topic.
 SHORT_FOLLOW_UP_WORDS = 6
+# Earlier turns shown to the model when it condenses a follow-up.
+CONDENSE_TURNS = 3
 
 
 class QuestionError(ValueError):
@@ -78,6 +85,8 @@ class CaseBot:
         self.lexicon = Lexicon.load(settings.lexicon_path)
         self.index: CaseIndex = ensure_index(settings, self.lexicon, log)
         self.retriever = Retriever(self.index, self.lexicon, settings)
+        self.backend = ChatBackend(settings) if settings.llm != EXTRACTIVE else None
+        self.verifier = CitationVerifier(self.lexicon, self.retriever.embedder, settings.verify_min_similarity)
         self._conversations: dict[str, Conversation] = {}
         self._guard = threading.Lock()
 
@@ -90,12 +99,23 @@ class CaseBot:
             self._conversations.pop(name, None)
 
     def ask(self, question: object, conversation: str = "default", filters: dict[str, str] | None = None) -> Answer:
+        for item in self.ask_stream(question, conversation, filters):
+            if isinstance(item, Answer):
+                return item
+        raise AssertionError("ask_stream ended without an answer")
+
+    def ask_stream(self, question: object, conversation: str = "default",
+                   filters: dict[str, str] | None = None) -> Iterator[str | Answer]:
+        """For a chat that shows the model writing: yields the model's text in pieces (str) as they arrive,
+        then the final Answer. The pieces are an unverified draft; the Answer's `answer` replaces it (markers
+        checked, unsupported sentences marked, or the extractive fallback). The extractive backend yields the
+        Answer alone. Bad questions raise QuestionError at the first step."""
         text = clean_question(question)
         convo = self.conversation(conversation)
         with convo.lock:
-            answer = self._answer(text, convo, filters)
+            answer = yield from self._answer(text, convo, filters)
             convo.turns.append(Turn(text, answer.standalone_question, [c.case_id for c in answer.citations]))
-        return answer
+        yield answer
 
     def resolve(self, question: str, convo: Conversation) -> tuple[str, list[str] | None]:
         """The standalone question, and the cases a follow-up is restricted to (None for a new topic)."""
@@ -105,8 +125,12 @@ class CaseBot:
             return question, None
         if SINGULAR.search(question):  # "she", "that case": the case the last answer put first
             focus = focus[:1]
+        return self.about(question, focus), focus
+
+    def about(self, question: str, focus: list[str]) -> str:
+        """A follow-up with the titles of the cases it points back to, so retrieval within them finds it similar."""
         titles = "; ".join(self.retriever.cases[cid].title for cid in focus if cid in self.retriever.cases)
-        return f"{question} (about: {titles})", focus
+        return f"{question} (about: {titles})"
 
     def _names_new_case(self, question: str, focus: list[str]) -> bool:
         """Without a pronoun pointing back, a question naming a therapy, organ or antibody that none of
@@ -121,10 +145,32 @@ class CaseBot:
         concepts = [c for c in self.retriever.concepts(question) if c.label in named]
         return any(not any(alt <= focus_tokens for alt in c.alternatives) for c in concepts)
 
-    def _answer(self, question: str, convo: Conversation, filters: dict[str, str] | None) -> Answer:
+    def condensed(self, question: str, convo: Conversation, warnings: list[str]) -> str:
+        """A follow-up rewritten by the model (prompts/condense.md); as asked if that fails."""
+        history = "\n".join(
+            f"Clinician: {turn.question}\nCases in the answer: "
+            + ("; ".join(self.retriever.cases[cid].title for cid in turn.cited if cid in self.retriever.cases)
+               or "none")
+            for turn in convo.turns[-CONDENSE_TURNS:])
+        try:
+            text = self.backend.condense(question, history)
+            return clean_question(text)
+        except (BackendError, QuestionError) as error:
+            warnings.append(f"the follow-up could not be rewritten by the model ({error}); it was resolved "
+                            "against the conversation's last cases alone")
+            return question
+
+    def _answer(self, question: str, convo: Conversation,
+                filters: dict[str, str] | None) -> Generator[str, None, Answer]:
         started = time.perf_counter()
         self.retriever.refresh()
+        warnings: list[str] = []
         standalone, focus = self.resolve(question, convo)
+        condense_s = 0.0
+        if focus and self.backend:  # the model's rewrite, still tied to the cases so a poor one cannot stray
+            asked_at = time.perf_counter()
+            standalone = self.about(self.condensed(question, convo, warnings), focus)
+            condense_s = time.perf_counter() - asked_at
         hits = self.retriever.search(standalone if focus else question, filters,
                                      only_cases=set(focus) if focus else None)
         retrieved_at = time.perf_counter()
@@ -133,18 +179,66 @@ class CaseBot:
             for hit in hits:  # a follow-up is about its case by construction; only similarity is checked
                 hit.coverage = 1.0
         chosen = select_cases(hits, self.settings)
-        warnings = []
-        if self.settings.llm != "extractive":
-            warnings.append(f"backend {self.settings.llm!r} is not available in this version; "
-                            "the extractive answer is shown")
-        if chosen:
-            text, citations = compose(question, chosen, concepts, self.retriever, self.settings)
+        generated, unsupported, verify_ms = None, [], None
+        if chosen and self.backend:
+            shown = evidence(chosen, self.retriever, self.settings.llm_passages)
+            draft = yield from self._draft(standalone, shown, warnings)
+            if draft is not None:
+                checked_at = time.perf_counter()
+                generated, unsupported = self._checked(draft, chosen, shown, warnings)
+                verify_ms = round((time.perf_counter() - checked_at) * 1000, 1)
+        if generated:
+            text, citations = generated
+        elif chosen:
+            text, citations = compose(question, chosen, concepts, self.retriever, self.settings, filters)
         else:
             text, citations = refusal(self.retriever, self.settings), []
         done = time.perf_counter()
+        timings = {"retrieve": round((retrieved_at - started - condense_s) * 1000, 1),
+                   "generate": round((done - retrieved_at) * 1000, 1),
+                   "total": round((done - started) * 1000, 1)}
+        if condense_s:
+            timings["condense"] = round(condense_s * 1000, 1)
+        if verify_ms is not None:
+            timings["verify"] = verify_ms
         return Answer(
             question=question, standalone_question=standalone, answer=text, citations=citations,
-            refused=not chosen, warnings=warnings, retrieved=[h.case.id for h in hits],
-            timings_ms={"retrieve": round((retrieved_at - started) * 1000, 1),
-                        "generate": round((done - retrieved_at) * 1000, 1),
-                        "total": round((done - started) * 1000, 1)})
+            refused=not chosen, backend=self.settings.llm if generated else EXTRACTIVE, unsupported=unsupported,
+            warnings=warnings, retrieved=[h.case.id for h in hits], timings_ms=timings)
+
+    def _draft(self, question: str, shown: Evidence, warnings: list[str]) -> Generator[str, None, str | None]:
+        """The model's text, passed on piece by piece as it comes; None (and a warning) when the backend fails."""
+        pieces: list[str] = []
+        try:
+            for piece in self.backend.answer_stream(question, shown):
+                pieces.append(piece)
+                yield piece
+        except BackendError as error:
+            warnings.append(f"{error}; the extractive answer is shown")
+            return None
+        return "".join(pieces)
+
+    def _checked(self, draft: str, chosen: list[CaseHit], shown: Evidence,
+                 warnings: list[str]) -> tuple[tuple[str, list[Citation]] | None, list[str]]:
+        """The draft as it may be shown with its citations (None when no sentence of it could be verified: the
+        caller then shows the extractive answer), and its unsupported sentences."""
+        checked = self.verifier.verify(draft, {cid: [text for _, text in pieces] for cid, pieces in shown.items()})
+        if checked.removed:
+            warnings.append(f"removed citations of cases the model was not given: {', '.join(checked.removed)}")
+        unsupported = [check.words for check in checked.unsupported]
+        if not checked.verified:
+            warnings.append(f"no sentence of the {self.settings.llm} answer could be verified against the cases "
+                            f"it cites; the extractive answer is shown ({len(unsupported)} unverified sentences "
+                            "listed under unsupported)")
+            return None, unsupported
+        if unsupported:
+            warnings.append(f"{len(unsupported)} of {len(checked.verified) + len(unsupported)} sentences could not "
+                            f"be verified against the cases they cite; they are marked {UNVERIFIED_MARK} and "
+                            "listed under unsupported")
+        hits = {hit.case.id: hit for hit in chosen}
+        citations = [Citation(case_id=cid, title=hits[cid].case.title,
+                              source=hits[cid].case.source or hits[cid].case.path,
+                              passages=checked.evidence(cid), score=round(hits[cid].similarity, 4))
+                     for cid in checked.cited()]
+        note = prompt(self.settings.prompts_dir, "educational_note.md")
+        return (checked.text + "\n\n" + note, citations), unsupported

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from bot.cases import Case, Rejection, load_cases
 from bot.chunking import chunk_case, chunker_signature
 from bot.embedding import MiniLMEmbeddings, model_name
+from bot.identifiers import scan
 from bot.lexicon import Lexicon
 from bot.settings import Settings
 from bot.text import TOKENIZER_VERSION, tokenize
@@ -47,6 +48,7 @@ class IngestReport:
     unchanged: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
+    identifiers: list[str] = field(default_factory=list)  # "path: line N: possible <kind> '<text>'"
     chunks_embedded: int = 0
 
     def counts(self) -> dict[str, int]:
@@ -149,15 +151,19 @@ class CaseIndex:
             entry["hash"] = next(iter(entry["hashes"])) if complete else None
         return dict(cases)
 
-    def ingest(self, sources: list[Path], lexicon: Lexicon, progress: bool | None = None) -> IngestReport:
-        """Bring the index in line with the case files under `sources`, embedding only what changed."""
-        with self.lock():
-            return self._ingest(sources, lexicon, sys.stderr.isatty() if progress is None else progress)
+    def ingest(self, sources: list[Path], lexicon: Lexicon, progress: bool | None = None,
+               strict: bool = False) -> IngestReport:
+        """Bring the index in line with the case files under `sources`, embedding only what changed.
 
-    def _ingest(self, sources: list[Path], lexicon: Lexicon, progress: bool) -> IngestReport:
+        Likely patient identifiers are reported with file and line; with `strict` their files are refused."""
+        with self.lock():
+            return self._ingest(sources, lexicon, sys.stderr.isatty() if progress is None else progress, strict)
+
+    def _ingest(self, sources: list[Path], lexicon: Lexicon, progress: bool, strict: bool) -> IngestReport:
         cases, rejections = load_cases(sources, lexicon)
-        stored = self._stored()
         report = IngestReport(rejected=rejections)
+        cases = self._screen_identifiers(cases, report, strict)
+        stored = self._stored()
         to_embed: list[Case] = []
         for case in cases:
             previous = stored.get(case.id)
@@ -182,6 +188,21 @@ class CaseIndex:
         self._stamp(uuid.uuid4().hex)
         SideIndex.rebuild(self)
         return report
+
+    @staticmethod
+    def _screen_identifiers(cases: list[Case], report: IngestReport, strict: bool) -> list[Case]:
+        kept = []
+        for case in cases:
+            path = Path(case.path)
+            text = case.body if path.suffix.lower() == ".pdf" else path.read_text(encoding="utf-8-sig")
+            findings = scan(text)
+            report.identifiers.extend(f"{path}: {finding}" for finding in findings)
+            if strict and findings:
+                report.rejected.append(Rejection(path, "possible patient identifiers (--strict): "
+                                                       + "; ".join(str(f) for f in findings)))
+            else:
+                kept.append(case)
+        return kept
 
     def _embed_and_store(self, cases: list[Case], progress: bool) -> int:
         """Chunk, embed and upsert in batches, so memory holds one batch of chunks, not the library."""
@@ -317,4 +338,6 @@ def format_report(report: IngestReport) -> str:
     counts = ", ".join(f"{n} {name}" for name, n in report.counts().items())
     lines = [f"{counts} ({report.chunks_embedded} chunks embedded)"]
     lines.extend(f"rejected {rejection}" for rejection in report.rejected)
+    lines.extend(f"check {finding}" for finding in report.identifiers if not any(
+        finding.startswith(f"{r.path}:") for r in report.rejected))
     return "\n".join(lines)

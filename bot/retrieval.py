@@ -101,8 +101,9 @@ class Retriever:
         terms = self.lexicon.find(question)
         expanded = question + "".join(f" ({t.canonical})" for t in terms if t.canonical.lower() not in question.lower())
         query_vector = self.embedder.embed_query(expanded)
-        dense = self._dense(query_vector, allowed)
-        lexical = self._bm25(question + " " + " ".join(self.lexicon.expansion(question)), allowed)
+        mode = self.settings.retrieval
+        dense = self._dense(query_vector, allowed) if mode != "bm25" else {}
+        lexical = self._bm25(question + " " + " ".join(self.lexicon.expansion(question)), allowed) if mode != "dense" else []
         fused: dict[int, float] = defaultdict(float)
         for ranking in (list(dense), lexical):
             for rank, row in enumerate(ranking):

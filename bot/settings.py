@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Offline at run time: no model hub, no telemetry. Set before any library reads them.
@@ -26,7 +27,7 @@ class Settings(BaseSettings):
     chroma_url: str | None = Field(None, description="Chroma server, e.g. http://127.0.0.1:8000")
     knowledge: Path = Field(Path("knowledge"), description="Case library folder (cases/ and lexicon.yaml)")
     lexicon: Path | None = Field(None, description="Lexicon file; default: the knowledge folder's, else the bundled one")
-    llm: str = Field("extractive", description="Answer backend")
+    llm: str = Field("extractive", description="Answer backend: extractive | llamacpp:PATH.gguf | openai:MODEL | ollama:MODEL")
     collection: str = "casebot-cases"
     prompts_dir: Path = PROJECT_ROOT / "prompts"
 
@@ -37,6 +38,7 @@ class Settings(BaseSettings):
     # Retrieval
     candidates: int = Field(40, description="Chunks taken from each of dense and BM25 before fusion")
     rrf_k: int = Field(60, description="Reciprocal rank fusion constant, 1/(k + rank)")
+    retrieval: Literal["hybrid", "dense", "bm25"] = Field("hybrid", description="Rankings fused (bench compares them)")
     max_cases: int = Field(3, description="At most this many cases are cited in one answer")
     sentence_budget: int = Field(6, description="Quoted sentences per answer, shared among its cases (2 at least each)")
 
@@ -45,8 +47,26 @@ class Settings(BaseSettings):
     gate_min_coverage: float = 0.42
     gate_case_ratio: float = 0.70
 
+    # Generation backends (bot/generation.py) and the citation check (bot/verification.py)
+    llm_timeout: float = Field(60.0, gt=0, description="Seconds one model call may take before the extractive answer is shown")
+    llm_max_tokens: int = Field(400, gt=0, description="Most tokens the model may write for one answer")
+    llm_temperature: float = 0.0
+    llm_context: int = Field(4096, description="Context window of an in-process llama.cpp model, in tokens")
+    llm_threads: int | None = Field(None, description="CPU threads for llama.cpp generation; default: llama-cpp-python's")
+    llm_passages: int = Field(3, description="Passages per chosen case given to the model, besides its title and summary")
+    llm_max_sentences: int = Field(6, description="Sentences the prompt asks the model to stay within")
+    openai_base_url: str | None = Field(None, description="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    openai_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("openai_api_key", "OPENAI_API_KEY"),
+        description="From OPENAI_API_KEY; local servers need none (a placeholder is sent)")
+    ollama_url: str = Field("http://127.0.0.1:11434", description="Ollama server")
+    # Calibrated in tests/test_generation.py: paraphrases of a case's sentences score >= 0.62 against it,
+    # claims taken from other cases <= 0.44.
+    verify_min_similarity: float = Field(0.5, description="Cosine similarity a sentence needs to a passage it cites")
+
     host: str = "127.0.0.1"
     port: int = 7860
+    auth: str | None = Field(None, description="Web app login as user:password (CASEBOT_AUTH); none by default")
 
     @property
     def lexicon_path(self) -> Path:
@@ -58,6 +78,17 @@ class Settings(BaseSettings):
     @property
     def cases_dir(self) -> Path:
         return self.knowledge / "cases"
+
+    @property
+    def credentials(self) -> tuple[str, str] | None:
+        """The web login from `auth`, checked here so a malformed value stops the server with a clear
+        message (which never repeats the password)."""
+        if self.auth is None:
+            return None
+        user, sep, password = self.auth.partition(":")
+        if not sep or not user.strip() or not password:
+            raise ValueError("CASEBOT_AUTH must be user:password, with a non-empty user and password")
+        return user.strip(), password
 
 
 def load_settings(**flags: object) -> Settings:

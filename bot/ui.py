@@ -1,76 +1,390 @@
-"""The Gradio web chat: one conversation per browser session, answers with their cited passages,
-and the named API endpoint `ask` returning the answer object."""
+"""The clinicians' web app (Gradio): a chat whose answers stream in and show each cited case as a chip, a
+sources panel with the passages behind the selected answer, filters, the case library, feedback on each
+answer, Markdown export, optional login, and the named API endpoint `ask` returning the answer object.
+
+Everything typed by a user or read from a case file is escaped before it reaches a Markdown or HTML view:
+the only markup on the page is our own."""
 
 from __future__ import annotations
 
 import html
+import re
+import tempfile
 import uuid
+from datetime import datetime, timezone
+from pathlib import Path
 
 import gradio as gr
+from markdown_it import MarkdownIt
 
-from bot.answer import Answer
+from bot.answer import MARKER, Answer, prompt
+from bot.cases import ORGANS, Case
+from bot.chunking import PLAIN_SECTION, SUMMARY_SECTION
 from bot.conversation import CaseBot, QuestionError
+from bot.feedback import FeedbackStore, feedback_path
+from bot.index import SideIndex
+from bot.retrieval import FILTER_KEYS, FilterError
 from bot.settings import Settings
+from bot.text import tokenize
 
 EXAMPLES = [
     "Lung fibrosis keeps progressing despite cyclophosphamide: what has been tried?",
     "Raynaud's and PAH not responding to ERAs: what was used next?",
     "Renal crisis not responding to ACE inhibitors: options?",
 ]
+LIBRARY_COLUMNS = ["id", "title", "subtype", "organs", "failed", "next", "outcome", "evidence"]
+LIBRARY_WIDTHS = ["15%", "29%", "7%", "10%", "12%", "12%", "7%", "8%"]
+NO_SOURCES = ('<div class="sources"><p class="sources-empty">Ask a question: the cases its answer cites appear '
+              "here with the passages that support it. Click an earlier answer to see its own sources.</p></div>")
+SEARCHING = '<span class="answer-note">Searching the case library…</span>'
+DRAFT = '<span class="answer-note">The model is writing; its citations are checked before the answer is shown.</span>\n\n'
+STYLE = """
+.cite-chip { display: inline-block; padding: 0 .45em; margin: 0 .1em; border-radius: .8em; font-size: .85em;
+  font-family: var(--font-mono); background: var(--color-accent-soft); color: var(--body-text-color);
+  border: 1px solid var(--color-accent); white-space: nowrap; }
+.answer-note { display: block; font-style: italic; color: var(--body-text-color-subdued); }
+.answer-warning { display: block; font-style: italic; color: var(--color-red-600, #b91c1c); }
+.sources { max-height: 720px; overflow-y: auto; }
+.sources h4 { margin: .8em 0 .2em; }
+.sources .source-ref { font-size: .85em; color: var(--body-text-color-subdued); margin: 0 0 .3em; }
+.sources blockquote.passage { margin: .3em 0; padding: .3em .6em; border-left: 3px solid var(--color-accent); }
+.sources mark, .case mark { background: #fde68a; color: inherit; padding: 0 .1em; }
+.case-facts th { text-align: left; padding-right: 1em; vertical-align: top; }
+"""
+
+# Case text is Markdown written by others: raw HTML in it is shown as text, and nothing loads from elsewhere.
+_CASE_MARKDOWN = MarkdownIt("commonmark", {"html": False}).disable("image")
+# Markdown punctuation, backslash-escaped in typed text so that it shows verbatim.
+_MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
+_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'-]*")
+_CASE_BLOCK = re.compile(r"(?=\n- )|(?=\n\n)")  # boundaries between an answer's case blocks, kept in place
 
 
 def as_text(value: str) -> str:
-    """Questions and case text are shown as text: any HTML in them is escaped, never rendered."""
-    return html.escape(value, quote=False)
+    """Typed text for a Markdown view (the chat): HTML escaped and Markdown neutralised, so it shows as typed."""
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", html.escape(value, quote=False))
 
 
-def answer_markdown(answer: Answer) -> str:
-    """The answer followed by its own sources, so citations stay attached to the answer they belong to."""
-    parts = [as_text(answer.answer)]
+def chip(case_id: str) -> str:
+    return f'<span class="cite-chip" title="cited case {html.escape(case_id)}">{html.escape(case_id)}</span>'
+
+
+def answer_text(text: str) -> str:
+    """Answer Markdown for the chat: HTML escaped, stray brackets neutralised, each [case-id] a chip."""
+    pieces = MARKER.split(html.escape(text, quote=False))  # text, case id, text, case id, ..., text
+    return "".join(chip(piece) if i % 2 else piece.replace("[", "\\[").replace("]", "\\]")
+                   for i, piece in enumerate(pieces))
+
+
+def describe_filters(filters: dict[str, str]) -> str:
+    return ", ".join(f"{value} ({key})" for key, value in filters.items())
+
+
+def answer_blocks(answer: Answer, filters: dict[str, str]) -> list[str]:
+    """The chat message in pieces, in the order they are streamed: notes first, then one case block at a time
+    (joined, the pieces are the whole message)."""
+    notes = []
     if answer.standalone_question != answer.question:
-        parts.insert(0, f"_Understood as: {as_text(answer.standalone_question)}_\n")
-    if answer.citations:
-        parts.append("\n**Sources**")
-        for citation in answer.citations:
-            quotes = "".join(f"\n  > {as_text(p)}" for p in citation.passages)
-            parts.append(f"- `[{citation.case_id}]` {as_text(citation.title)} ({as_text(citation.source)}){quotes}")
-    parts.extend(f"\n_Warning: {as_text(w)}_" for w in answer.warnings)
-    return "\n".join(parts)
+        notes.append(f'<span class="answer-note">Understood as: {as_text(answer.standalone_question)}</span>')
+    if filters:
+        notes.append(f'<span class="answer-note">{as_text("filtered to: " + describe_filters(filters))}</span>')
+    body = [answer_text(piece) for piece in _CASE_BLOCK.split(answer.answer) if piece] or [""]
+    warnings = [f'\n\n<span class="answer-warning">{as_text(warning)}</span>' for warning in answer.warnings]
+    if notes:
+        body[0] = "\n\n".join(notes) + "\n\n" + body[0]
+    return [*body[:-1], body[-1] + "".join(warnings)]
+
+
+def highlight(text: str, stems: set[str]) -> str:
+    """The passage as HTML with each word that shares a stem with the question marked."""
+    words = list(_WORD.finditer(text))
+    stems_of = tokenize([word.group() for word in words]) if words else []
+    out, last = [], 0
+    for word, word_stems in zip(words, stems_of):
+        shown = html.escape(word.group())
+        out += [html.escape(text[last:word.start()]), f"<mark>{shown}</mark>" if stems & set(word_stems) else shown]
+        last = word.end()
+    return "".join(out) + html.escape(text[last:])
+
+
+def rejoin(first: str, second: str) -> str:
+    """Two consecutive chunks of one section as one text, without the overlap the splitter repeated."""
+    for size in range(min(len(first), len(second)), 7, -1):  # overlaps shorter than 8 characters are chance
+        if first.endswith(second[:size]):
+            return first + second[size:]
+    return first + "\n\n" + second
+
+
+def case_markdown(side: SideIndex, case_id: str) -> str:
+    """A case's text put back together from its chunks in the index (the index keeps no other copy, and in
+    server mode the files may live elsewhere): one block per section, split sections rejoined."""
+    sections: dict[str, str] = {}
+    for passage in side.case_passages(case_id):
+        section, text = passage["section"], passage["text"]
+        if section != SUMMARY_SECTION:
+            sections[section] = rejoin(sections[section], text) if section in sections else text
+    return "\n\n".join(text if section == PLAIN_SECTION else f"## {section}\n\n{text}"
+                        for section, text in sections.items())
+
+
+def case_html(case: Case, side: SideIndex) -> str:
+    """A whole case for reading: its metadata, then its text rendered from Markdown with any HTML as text."""
+    facts = [("Subtype", case.subtype), ("Organs", ", ".join(case.organs)), ("Antibodies", ", ".join(case.antibodies)),
+             ("Failed", ", ".join(case.failed_therapies)), ("Next", ", ".join(case.next_therapies)),
+             ("Outcome", case.outcome), ("Evidence", case.evidence or ""), ("Source", case.source or case.path)]
+    rows = "".join(f"<tr><th>{name}</th><td>{html.escape(value)}</td></tr>" for name, value in facts if value)
+    return (f'<article class="case" data-case="{html.escape(case.id)}"><h3>{html.escape(case.title)}</h3>'
+            f'<p>{chip(case.id)}</p><table class="case-facts">{rows}</table>'
+            f"{_CASE_MARKDOWN.render(case_markdown(side, case.id))}</article>")
+
+
+def sources_html(record: dict, number: int, side: SideIndex) -> str:
+    """The sources panel for one answer: its own citations, their passages with the question's words marked,
+    and each whole case one click away."""
+    head = (f'<p class="sources-head"><strong>Sources of answer {number + 1}</strong>: '
+            f"“{html.escape(record['question'])}”</p>")
+    if record["filters"]:
+        head += f'<p class="answer-note">filtered to: {html.escape(describe_filters(record["filters"]))}</p>'
+    if record["answer"] is None:
+        return f'<div class="sources">{head}<p>Not answered: {html.escape(record["error"])}</p></div>'
+    answer = Answer.model_validate(record["answer"])
+    if not answer.citations:
+        return (f'<div class="sources">{head}<p>No case in the library supports an answer to this question, '
+                "so nothing is cited.</p></div>")
+    stems = set(record["highlight"])
+    sections = []
+    for citation in answer.citations:
+        passages = "".join(f'<blockquote class="passage">{highlight(p, stems)}</blockquote>' for p in citation.passages)
+        case = side.cases.get(citation.case_id)
+        whole = (f'<details class="whole-case"><summary>Open the whole case</summary>{case_html(case, side)}</details>'
+                 if case else "")
+        sections.append(
+            f'<section class="source" data-case="{html.escape(citation.case_id)}">'
+            f"<h4>{chip(citation.case_id)} {html.escape(citation.title)}</h4>"
+            f'<p class="source-ref">{html.escape(citation.source)} · similarity {citation.score:.2f}</p>'
+            f"{passages}{whole}</section>")
+    return f'<div class="sources">{head}{"".join(sections)}</div>'
+
+
+def conversation_markdown(turns: list[dict]) -> str:
+    """The conversation as a Markdown document: each answer with its own citations and passages."""
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = ["# casebot conversation", "", f"Exported {stamp}.", ""]
+    for number, record in enumerate(turns, start=1):
+        lines += [f"## {number}. {record['question']}", ""]
+        answer = record["answer"]
+        if answer is None:
+            lines += [f"_Not answered: {record['error']}_", ""]
+            continue
+        if answer["standalone_question"] != answer["question"]:
+            lines += [f"_Understood as: {answer['standalone_question']}_", ""]
+        if record["filters"]:
+            lines += [f"_Filtered to: {describe_filters(record['filters'])}_", ""]
+        lines += [answer["answer"], ""]
+        if answer["citations"]:
+            lines += ["### Sources", ""]
+            for citation in answer["citations"]:
+                lines.append(f"- **[{citation['case_id']}]** {citation['title']} ({citation['source']})")
+                lines.extend(f"  > {passage}" for passage in citation["passages"])
+            lines.append("")
+    return "\n".join(lines)
+
+
+def write_export(turns: list[dict], conversation_id: str) -> Path:
+    """The export file of one conversation, rewritten after each answer so the download is always current."""
+    folder = Path(tempfile.gettempdir()) / "casebot-exports" / conversation_id
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "casebot-conversation.md"
+    path.write_text(conversation_markdown(turns), encoding="utf-8")
+    return path
+
+
+def turn_of(history: list[dict], message_index: int) -> int:
+    """The turn (a question and its answer) that chat message `message_index` belongs to."""
+    return sum(1 for message in history[: message_index + 1] if message["role"] == "user") - 1
+
+
+def filter_choices(cases: list[Case]) -> dict[str, list[tuple[str, str]]]:
+    """Each filter's values as found in the library, after an "any" choice meaning no filter."""
+    values = {
+        "organ": [organ for organ in ORGANS if any(organ in case.organs for case in cases)],
+        "subtype": sorted({case.subtype for case in cases}),
+        "therapy": sorted({therapy for case in cases for therapy in case.therapies}, key=str.lower),
+        "outcome": sorted({case.outcome for case in cases}),
+    }
+    return {key: [("any", ""), *((value, value) for value in found)] for key, found in values.items()}
+
+
+def library_rows(side: SideIndex, query: str) -> list[list[str]]:
+    """The case table, keeping the cases that contain every word of `query`: as part of their metadata
+    (so "src-" or "ritux" work), or anywhere in their text in any inflection (the index's own tokens)."""
+    words = query.lower().split()
+    stems = [set(word_stems) for word_stems in tokenize(words)] if words else []
+    rows = []
+    for case in sorted(side.cases.values(), key=lambda c: c.id):
+        row = [case.id, case.title, case.subtype, ", ".join(case.organs), ", ".join(case.failed_therapies),
+               ", ".join(case.next_therapies), case.outcome, case.evidence or ""]
+        metadata = " ".join([*row, *case.antibodies]).lower()
+        tokens = side.case_tokens.get(case.id, set())
+        if all(word in metadata or (word_stems and word_stems <= tokens) for word, word_stems in zip(words, stems)):
+            rows.append(row)
+    return rows
+
+
+def new_conversation_id() -> str:
+    return uuid.uuid4().hex
 
 
 def build(bot: CaseBot) -> gr.Blocks:
-    with gr.Blocks(title="casebot: resistant SSc case review") as demo:
-        gr.Markdown("# casebot\nAnswers come only from the case library and cite their cases.")
-        conversation = gr.State(lambda: uuid.uuid4().hex)
-        chatbot = gr.Chatbot(label="Case review", height=520)
-        question = gr.Textbox(placeholder="Ask about the case library…", show_label=False, submit_btn=True)
-        gr.Examples(EXAMPLES, inputs=question)
-        clear = gr.Button("Clear chat")
+    """The app over one bot; each browser session gets its own conversation id, history and citations."""
+    feedback = FeedbackStore(feedback_path(bot.settings))
+    note = prompt(bot.settings.prompts_dir, "educational_note.md")
+    choices = filter_choices(list(bot.retriever.cases.values()))
 
-        def respond(message: str, history: list, conversation_id: str):
-            history = list(history or [])
+    with gr.Blocks(title="casebot: resistant SSc case review", delete_cache=(3600, 86400)) as demo:
+        gr.Markdown("# casebot\nCase review for treatment-resistant systemic sclerosis. Answers come only from "
+                    f"the case library, and every statement cites its case.\n\n{note}")
+        conversation = gr.State(new_conversation_id, delete_callback=bot.forget)
+        turns = gr.State([])  # one record per question, aligned with the chat's question/answer pairs
+        shown = gr.State(None)  # the turn whose sources are on show, which a comment goes with
+
+        with gr.Tabs():
+            with gr.Tab("Chat", id="chat-tab"):
+                with gr.Row():
+                    filters = [gr.Dropdown(choices[key], value="", label=f"Filter: {key}", elem_id=f"filter-{key}")
+                               for key in FILTER_KEYS]
+                with gr.Row():
+                    with gr.Column(scale=3):
+                        chatbot = gr.Chatbot(label="Case review", elem_id="chat", height=560, allow_tags=False,
+                                             buttons=["copy"], feedback_options=("Like", "Dislike"))
+                        question = gr.Textbox(placeholder="Ask about the case library…", show_label=False,
+                                              submit_btn="Ask", elem_id="question")
+                        gr.Examples(EXAMPLES, inputs=question, label="Example questions")
+                        with gr.Row():
+                            clear = gr.Button("Clear chat", elem_id="clear")
+                            export = gr.DownloadButton("Export conversation (Markdown)", value=None,
+                                                       interactive=False, elem_id="export")
+                    with gr.Column(scale=2):
+                        sources = gr.HTML(NO_SOURCES, elem_id="sources")
+                        comment = gr.Textbox(label="Comment on the answer shown above (optional)", lines=2,
+                                             elem_id="comment")
+                        send_comment = gr.Button("Send comment", elem_id="send-comment")
+                        feedback_status = gr.Markdown(elem_id="feedback-status")
+
+            with gr.Tab("Case library", id="library-tab"):
+                search = gr.Textbox(label="Search the cases", placeholder="a therapy, organ, antibody, any word…",
+                                    elem_id="library-search")
+                table = gr.Dataframe(lambda: library_rows(bot.retriever.side, ""),
+                                     headers=LIBRARY_COLUMNS, interactive=False, wrap=True, max_height=420,
+                                     column_widths=LIBRARY_WIDTHS, elem_id="library-table")
+                case_view = gr.HTML("<p>Select a case in the table to read it in full.</p>", elem_id="case-view")
+
+        def respond(message: str, history: list[dict], records: list[dict], conversation_id: str, *values: str):
+            """Streams the answer as it is composed: the question at once, a generating model's draft as it
+            writes (plain text: its citations are not yet checked), then the answer one case block at a time."""
+            if not message.strip():
+                yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+                return
+            chosen = {key: value for key, value in zip(FILTER_KEYS, values) if value}
+            history = [*history, {"role": "user", "content": as_text(message)},
+                       {"role": "assistant", "content": SEARCHING}]
+            yield history, gr.skip(), gr.skip(), gr.skip(), "", gr.skip()
+            record = {"id": uuid.uuid4().hex, "question": message, "filters": chosen, "answer": None}
             try:
-                reply = answer_markdown(bot.ask(message, conversation_id))
-            except QuestionError as error:
-                reply = f"_{as_text(str(error))}_"
-            history += [{"role": "user", "content": as_text(message)}, {"role": "assistant", "content": reply}]
-            return history, ""
+                draft = ""
+                for piece in bot.ask_stream(message, conversation_id, chosen or None):
+                    if isinstance(piece, Answer):
+                        answer = piece
+                    else:
+                        draft += piece
+                        history[-1] = {"role": "assistant", "content": DRAFT + as_text(draft)}
+                        yield history, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            except (QuestionError, FilterError) as error:  # shown in the chat; nothing else changes
+                record["error"] = str(error)
+                blocks = [f'<span class="answer-warning">{as_text(str(error))}</span>']
+            else:
+                concepts = bot.retriever.concepts(answer.question)
+                record |= {"answer": answer.model_dump(),
+                           "highlight": sorted(set().union(*(alt for c in concepts for alt in c.alternatives)))}
+                blocks = answer_blocks(answer, chosen)
+            records = [*records, record]
+            for count in range(1, len(blocks)):
+                history[-1] = {"role": "assistant", "content": "".join(blocks[:count])}
+                yield history, records, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            history[-1] = {"role": "assistant", "content": "".join(blocks)}
+            number = len(records) - 1
+            yield (history, records, number, sources_html(record, number, bot.retriever.side), gr.skip(),
+                   gr.DownloadButton(value=write_export(records, conversation_id), interactive=True))
+
+        question.submit(respond, [question, chatbot, turns, conversation, *filters],
+                        [chatbot, turns, shown, sources, question, export],
+                        api_visibility="private", concurrency_id="answers")
+
+        def show_selected(history: list[dict], records: list[dict], selected: gr.SelectData):
+            number = turn_of(history, selected.index)
+            if not 0 <= number < len(records):
+                return gr.skip(), gr.skip()
+            return sources_html(records[number], number, bot.retriever.side), number
+
+        chatbot.select(show_selected, [chatbot, turns], [sources, shown], api_visibility="private")
+
+        def rate(history: list[dict], records: list[dict], conversation_id: str, like: gr.LikeData) -> str:
+            number = turn_of(history, like.index)
+            if not 0 <= number < len(records) or records[number]["answer"] is None:
+                return "Only answers can be rated."
+            rating = {True: "up", False: "down"}.get(like.liked)  # anything else withdraws the rating
+            record = records[number]
+            feedback.rate(record["id"], conversation_id, Answer.model_validate(record["answer"]), rating)
+            said = {"up": "👍 stored", "down": "👎 stored", None: "rating withdrawn"}[rating]
+            return f"Answer {number + 1}: {said}. Thank you."
+
+        chatbot.like(rate, [chatbot, turns, conversation], feedback_status, api_visibility="private")
+
+        def store_comment(text: str, records: list[dict], number: int | None, conversation_id: str):
+            if not text.strip():
+                return "Write a comment first.", gr.skip()
+            if number is None or records[number]["answer"] is None:
+                return "Comments go with the answer shown in the sources panel: ask a question first.", gr.skip()
+            record = records[number]
+            feedback.comment(record["id"], conversation_id, Answer.model_validate(record["answer"]), text)
+            return f"Answer {number + 1}: comment stored. Thank you.", ""
+
+        send_comment.click(store_comment, [comment, turns, shown, conversation], [feedback_status, comment],
+                           api_visibility="private")
 
         def restart(conversation_id: str):
+            """A fresh conversation: the bot forgets the old one, so follow-ups cannot reach back into it."""
             bot.forget(conversation_id)
-            return [], uuid.uuid4().hex
+            return ([], [], None, NO_SOURCES, gr.DownloadButton(value=None, interactive=False), "",
+                    new_conversation_id())
 
-        question.submit(respond, [question, chatbot, conversation], [chatbot, question], api_visibility="private")
-        clear.click(restart, [conversation], [chatbot, conversation], api_visibility="private")
+        reset_outputs = [chatbot, turns, shown, sources, export, feedback_status, conversation]
+        clear.click(restart, conversation, reset_outputs, api_visibility="private")
+        chatbot.clear(restart, conversation, reset_outputs, api_visibility="private")
+
+        search.change(lambda query: library_rows(bot.retriever.side, query), search, table,
+                      api_visibility="private")
+
+        def open_case(selected: gr.SelectData) -> str:
+            case = bot.retriever.cases.get(selected.row_value[0])
+            return case_html(case, bot.retriever.side) if case else "<p>That case is no longer in the library.</p>"
+
+        table.select(open_case, None, case_view, api_visibility="private")
 
         def ask(question: str, conversation_id: str = "api") -> dict:
             """The answer object of SPEC section 4 for `question` within conversation `conversation_id`."""
-            return bot.ask(question, f"api:{conversation_id}").model_dump()
+            try:
+                return bot.ask(question, f"api:{conversation_id}").model_dump()
+            except QuestionError as error:
+                raise gr.Error(str(error)) from error
 
-        gr.api(ask, api_name="ask")
+        gr.api(ask, api_name="ask", concurrency_id="answers")
     return demo
 
 
 def serve(settings: Settings) -> None:
+    """Serves the app on settings.host (127.0.0.1 unless told otherwise), never through a share link."""
+    credentials = settings.credentials
     bot = CaseBot(settings)
-    build(bot).launch(server_name=settings.host, server_port=settings.port, share=False)
+    build(bot).launch(server_name=settings.host, server_port=settings.port, share=False, auth=credentials,
+                      auth_message="casebot: log in with the account your department set up.", css=STYLE)

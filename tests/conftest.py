@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -38,6 +44,38 @@ def run_casebot(*args: str, stdin: str | None = None, env: dict | None = None, c
     """The real command line, as a user runs it."""
     return subprocess.run([*CASEBOT, *args], input=stdin, capture_output=True, text=True, cwd=cwd,
                           env={**os.environ, **(env or {})}, timeout=900)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def casebot_server(db: Path, env: dict | None = None) -> Iterator[str]:
+    """A real `casebot serve` over the index at `db` on a free loopback port, as a user starts it; yields its URL."""
+    port = free_port()
+    with tempfile.TemporaryFile("w+") as log:
+        process = subprocess.Popen([*CASEBOT, "serve", "--port", str(port), "--db", str(db)], cwd=PROJECT_ROOT,
+                                   env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT, text=True)
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 120
+        try:
+            while True:
+                try:
+                    with urllib.request.urlopen(url, timeout=2) as response:
+                        if response.status == 200:
+                            break
+                except OSError:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        log.seek(0)
+                        pytest.fail(f"casebot serve did not answer within 120 s:\n{log.read()[-3000:]}")
+                    time.sleep(0.5)
+            yield url
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
 
 
 CASE_TEMPLATE = """---

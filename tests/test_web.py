@@ -2,47 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import time
 import urllib.request
 
 import pytest
 from gradio_client import Client
 
-from conftest import CASEBOT, PROJECT_ROOT
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from conftest import casebot_server, free_port  # noqa: F401 (free_port: used by other test modules)
 
 
 @pytest.fixture(scope="module")
 def server(knowledge_settings, knowledge_bot):
-    port = free_port()
-    process = subprocess.Popen([*CASEBOT, "serve", "--port", str(port), "--db", str(knowledge_settings.db)],
-                               cwd=PROJECT_ROOT, env=os.environ.copy(), stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            if process.poll() is not None:
-                pytest.fail(f"casebot serve exited: {process.stdout.read()}")
-            time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("casebot serve did not answer within 120 s")
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
+    with casebot_server(knowledge_settings.db) as url:
+        yield url
 
 
 def test_page_is_served_on_loopback(server):

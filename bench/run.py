@@ -1,0 +1,184 @@
+"""`make bench`: speed, memory and retrieval quality, measured side by side in one run on this machine.
+
+Prints a table and writes bench/results.md. Libraries of 50, 1,000 and 10,000 cases are the real library
+plus synthetic cases (bench/synthetic.py). Nothing here asserts: the figures are compared with the targets
+of SPEC section 7 in the written report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from bot.cases import load_cases
+from bot.chunking import chunk_case
+from bot.conversation import CaseBot
+from bot.embedding import MiniLMEmbeddings
+from bot.evaluation import load_suite
+from bot.index import CaseIndex
+from bot.lexicon import Lexicon
+from bot.settings import PROJECT_ROOT, load_settings
+from synthetic import write_synthetic_cases
+
+KNOWLEDGE = PROJECT_ROOT / "knowledge"
+RESULTS = PROJECT_ROOT / "bench" / "results.md"
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def build_library(folder: Path, size: int) -> Path:
+    cases = folder / "cases"
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(KNOWLEDGE / "cases", cases)
+    write_synthetic_cases(cases, max(0, size - len(list(cases.glob("*.md")))))
+    return folder
+
+
+def questions() -> list[tuple[str, dict, list[str]]]:
+    """First-turn questions of the shipped eval set with their filters and the cases they expect."""
+    out = []
+    for path in sorted((PROJECT_ROOT / "evals").glob("*.yaml")):
+        for test in load_suite(path).tests:
+            step = test.steps()[0]
+            out.append((step.question, step.filters, step.expect_cases + step.expect_any))
+    return out
+
+
+def measure_latency(bot: CaseBot, asked: list[tuple[str, dict, list[str]]]) -> tuple[float, float]:
+    for question, filters, _ in asked[:3]:
+        bot.ask(question, "warm-up", filters or None)
+    totals = []
+    for number, (question, filters, _) in enumerate(asked):
+        started = time.perf_counter()
+        bot.ask(question, f"bench-{number}", filters or None)
+        totals.append((time.perf_counter() - started) * 1000)
+    return percentile(totals, 0.5), percentile(totals, 0.95)
+
+
+def retrieval_quality(db: Path, asked) -> dict[str, tuple[float, float, float]]:
+    """Per mode: hit@1, recall@3 and MRR of the expected cases in the ranked retrieval."""
+    out = {}
+    for mode in ("bm25", "dense", "hybrid"):
+        bot = CaseBot(load_settings(db=db, knowledge=KNOWLEDGE, retrieval=mode), log=lambda m: None)
+        hits1, recalls, reciprocal = [], [], []
+        for question, filters, expected in asked:
+            if not expected:
+                continue
+            ranked = [h.case.id for h in bot.retriever.search(question, filters or None)]
+            hits1.append(float(ranked[:1] and ranked[0] in expected))
+            recalls.append(len(set(ranked[:3]) & set(expected)) / min(len(expected), 3))
+            rank = next((i + 1 for i, cid in enumerate(ranked) if cid in expected), None)
+            reciprocal.append(1 / rank if rank else 0.0)
+        out[mode] = (statistics.mean(hits1), statistics.mean(recalls), statistics.mean(reciprocal))
+    return out
+
+
+def startup_to_first_answer(db: Path) -> float:
+    from gradio_client import Client
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    started = time.perf_counter()
+    server = subprocess.Popen([sys.executable, "-m", "bot", "serve", "--port", str(port), "--db", str(db)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=PROJECT_ROOT)
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.2)
+        Client(f"http://127.0.0.1:{port}/", verbose=False).predict("renal crisis on ACE inhibitors", "b",
+                                                                  api_name="/ask")
+        return time.perf_counter() - started
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default="50,1000,10000")
+    parser.add_argument("--work", type=Path, default=PROJECT_ROOT / ".casebot" / "bench")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    lexicon = Lexicon.load(KNOWLEDGE / "lexicon.yaml")
+    embedder = MiniLMEmbeddings()
+    embedder.embed_query("warm up")
+    asked = questions()
+    rows, ingest_rows = [], []
+    dbs = {}
+    for size in sizes:
+        library = build_library(args.work / f"library-{size}", size)
+        db = args.work / f"db-{size}" / "chroma"
+        shutil.rmtree(db.parent, ignore_errors=True)
+        cases, _ = load_cases([library], lexicon)
+        texts = [doc.page_content for case in cases for doc in chunk_case(case, 1000, 100)]
+        started = time.perf_counter()
+        embedder.embed_documents(texts)
+        encode_rate = len(texts) / (time.perf_counter() - started)
+        started = time.perf_counter()
+        report = CaseIndex(load_settings(db=db)).ingest([library], lexicon, progress=False)
+        ingest_rate = report.chunks_embedded / (time.perf_counter() - started)
+        ingest_rows.append((size, len(texts), encode_rate, ingest_rate, peak_rss_mb()))
+        bot = CaseBot(load_settings(db=db, knowledge=library), log=lambda m: None)
+        p50, p95 = measure_latency(bot, asked)
+        rows.append((size, p50, p95, peak_rss_mb()))
+        dbs[size] = db
+        print(f"{size} cases: encode {encode_rate:.0f}/s, ingest {ingest_rate:.0f}/s, p50 {p50:.1f} ms, "
+              f"p95 {p95:.1f} ms, peak RSS {peak_rss_mb():.0f} MB", flush=True)
+    real_db = args.work / "db-real" / "chroma"
+    shutil.rmtree(real_db.parent, ignore_errors=True)
+    CaseIndex(load_settings(db=real_db)).ingest([KNOWLEDGE], lexicon, progress=False)
+    quality = retrieval_quality(real_db, asked)
+    startup = startup_to_first_answer(real_db)
+    write_results(rows, ingest_rows, quality, startup, len(asked))
+
+
+def write_results(rows, ingest_rows, quality, startup, n_questions) -> None:
+    lines = ["# Benchmarks", "", f"Measured by `make bench` on this machine ({socket.gethostname()}, "
+             f"2 cores, no GPU), {time.strftime('%Y-%m-%d')}. Warm, in one process, side by side.", "",
+             f"## Extractive answer latency ({n_questions} eval questions, each in a new conversation)", "",
+             "| cases | p50 ms | p95 ms | peak RSS MB (process so far) |", "|---|---|---|---|"]
+    lines += [f"| {size:,} | {p50:.1f} | {p95:.1f} | {rss:.0f} |" for size, p50, p95, rss in rows]
+    lines += ["", "## Ingest throughput against the embedding model's own `encode` (same chunk texts)", "",
+              "| cases | chunks | encode chunks/s | ingest chunks/s | ingest / encode |", "|---|---|---|---|---|"]
+    lines += [f"| {size:,} | {chunks:,} | {enc:.0f} | {ing:.0f} | {ing / enc:.0%} |"
+              for size, chunks, enc, ing, _ in ingest_rows]
+    lines += ["", "## Retrieval quality on the shipped eval set (ranked retrieval, before the gate)", "",
+              "| mode | hit@1 | recall@3 | MRR |", "|---|---|---|---|"]
+    lines += [f"| {mode} | {h:.3f} | {r:.3f} | {m:.3f} |" for mode, (h, r, m) in quality.items()]
+    small, large = rows[0], rows[-1]
+    lines += ["", "## Start-up", "", f"`casebot serve` from launch to the first answer through the API: {startup:.1f} s",
+              "", "## Against the targets (SPEC section 7)", "",
+              "| target | measured | met |", "|---|---|---|",
+              f"| extractive p95 < 100 ms (warm) | {small[2]:.1f} ms at {small[0]:,} cases | {'yes' if small[2] < 100 else 'no'} |",
+              f"| 10,000 cases answered < 200 ms | p95 {large[2]:.1f} ms at {large[0]:,} cases | "
+              f"{'yes' if large[2] < 200 and large[0] >= 10000 else 'no'} |",
+              f"| latency at 10,000 within 2x of 50 | {large[2] / small[2]:.2f}x (p95) | {'yes' if large[2] <= 2 * small[2] else 'no'} |",
+              f"| ingest within 10% of encode | {min(i / e for _, _, e, i, _ in ingest_rows):.0%} at worst | "
+              f"{'yes' if min(i / e for _, _, e, i, _ in ingest_rows) >= 0.9 else 'no'} |",
+              f"| app ready < 15 s | {startup:.1f} s to first answer | {'yes' if startup < 15 else 'no'} |"]
+    text = "\n".join(lines) + "\n"
+    RESULTS.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

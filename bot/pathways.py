@@ -1,0 +1,85 @@
+"""The library as a whole: after a therapy failed, what came next and how it went, counted across cases.
+
+Computed from the cases' front matter only (failed_therapies, next_therapies, outcome), so a pathway table
+cannot contain anything the library does not record."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from pydantic import BaseModel
+
+from bot.cases import Case
+from bot.lexicon import Lexicon
+
+OUTCOME_ORDER = ("improved", "stabilised", "partial", "worsened", "died", "unknown")
+# A question asks for a pathway when it names a therapy together with its failure.
+FAILURE_WORDS = re.compile(r"\b(fail\w*|despite|resist\w*|refractory|progress\w* on|not respond\w*|"
+                           r"no response|after|on)\b", re.IGNORECASE)
+
+
+class PathwayRow(BaseModel):
+    next_therapy: str
+    outcomes: dict[str, list[str]]  # outcome -> ids of the cases with that outcome
+
+    @property
+    def total(self) -> int:
+        return sum(len(ids) for ids in self.outcomes.values())
+
+
+class Pathway(BaseModel):
+    failed: str
+    filters: dict[str, str] = {}
+    rows: list[PathwayRow] = []
+
+    def case_ids(self) -> list[str]:
+        return list(dict.fromkeys(cid for row in self.rows for ids in row.outcomes.values() for cid in ids))
+
+
+def pathway(cases: Iterable[Case], lexicon: Lexicon, failed: str, organ: str | None = None,
+            antibody: str | None = None, subtype: str | None = None) -> Pathway:
+    """Every next therapy tried after `failed`, with the cases per outcome; names normalised by the lexicon."""
+    failed_name = lexicon.canonical("therapies", failed) or failed
+    organ = lexicon.canonical("organs", organ) or organ if organ else None
+    antibody = lexicon.canonical("antibodies", antibody) or antibody if antibody else None
+    subtype = lexicon.canonical("subtypes", subtype) or subtype if subtype else None
+    table: dict[str, dict[str, list[str]]] = {}
+    for case in sorted(cases, key=lambda c: c.id):
+        failed_here = {lexicon.canonical("therapies", t) or t for t in case.failed_therapies}
+        if failed_name not in failed_here:
+            continue
+        if (organ and organ not in case.organs) or (antibody and antibody not in case.antibodies) or (
+                subtype and case.subtype != subtype):
+            continue
+        for therapy in case.next_therapies:
+            name = lexicon.canonical("therapies", therapy) or therapy
+            table.setdefault(name, {}).setdefault(case.outcome, []).append(case.id)
+    rows = [PathwayRow(next_therapy=name, outcomes={o: by[o] for o in OUTCOME_ORDER if o in by})
+            for name, by in table.items()]
+    rows.sort(key=lambda row: (-row.total, row.next_therapy))
+    filters = {k: v for k, v in {"organ": organ, "antibody": antibody, "subtype": subtype}.items() if v}
+    return Pathway(failed=failed_name, filters=filters, rows=rows)
+
+
+def markdown_table(result: Pathway) -> str:
+    """The pathway as a small Markdown table; each count carries the [case-id] markers it counts."""
+    header = f"After **{result.failed}** failed, the library records:"
+    lines = [header, "", "| next therapy | cases | " + " | ".join(OUTCOME_ORDER) + " |",
+             "|---|---|" + "---|" * len(OUTCOME_ORDER)]
+    for row in result.rows:
+        cells = [" ".join(f"[{cid}]" for cid in row.outcomes.get(outcome, [])) for outcome in OUTCOME_ORDER]
+        lines.append(f"| {row.next_therapy} | {row.total} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def failed_therapy_asked(question: str, lexicon: Lexicon, cases: Iterable[Case]) -> str | None:
+    """The therapy a question says has failed ("progressing on MMF", "after rituximab failed"), if any case
+    records that failure; None when the question does not ask for a pathway."""
+    if not FAILURE_WORDS.search(question):
+        return None
+    recorded = {lexicon.canonical("therapies", t) or t for case in cases for t in case.failed_therapies}
+    for term in lexicon.find(question):
+        if term.group == "therapies" and term.canonical in recorded:
+            return term.canonical
+    return None

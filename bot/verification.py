@@ -1,0 +1,195 @@
+"""Generated text -> checked text: every citation marker and every sentence checked against the passages
+the model was given, before anything is shown.
+
+A marker for a case the model was not given is removed. A sentence is supported when a case it cites holds
+every therapy, organ, antibody, drug-like name, dose and number it states, and is close to it in meaning
+(MiniLM cosine similarity). Unsupported sentences lose their markers (no case vouches for them), are marked
+with UNVERIFIED_MARK and are listed, so the answer never shows a citation that its case does not support.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+from langchain_core.embeddings import Embeddings
+
+from bot.lexicon import Lexicon
+from bot.text import sentences
+
+UNVERIFIED_MARK = "⚠"
+# Lexicon groups whose names a sentence may only state when its cited passages state them too.
+CHECKED_GROUPS = ("therapies", "antibodies", "organs")
+BRACKETS = re.compile(r"\[([^\[\]\n]*)\]")
+CASE_ID = re.compile(r"[a-z0-9-]+")
+LIST_PREFIX = re.compile(r"^\s*(?:[-*+•]|\d+[.)])\s+")
+# A sentence runs to . ! or ? followed by space or the end (so "2.5 mg" stays whole), taking any markers after it.
+SENTENCE = re.compile(r"\S.*?(?:[.!?]+(?:\s*\[[^\[\]\n]*\])*(?=\s|$)|$)")
+NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)?(?![\w])")
+DOSE = re.compile(r"(\d+(?:\.\d+)?)\s*(mg/kg|mg/m2|mg/m²|mg|mcg|µg|μg|g|ml|mL|IU|units?|%)(?![\w])", re.IGNORECASE)
+# International non-proprietary name stems: drug names the lexicon may not list (an invented "-mab" too).
+DRUG_LIKE = re.compile(r"\b[A-Za-z]{4,}(?:mab|nib|pril|sartan|sentan|ciguat|afil|olimus|cept)\b", re.IGNORECASE)
+MARKDOWN = re.compile(r"[*_`#>]+")
+
+
+@dataclass
+class SentenceCheck:
+    """One sentence of the generated text and what the check found."""
+
+    text: str  # as the model wrote it, markers included
+    claim: str  # the words alone: markers and Markdown removed
+    cited: list[str]  # cited cases the model was given
+    supporting: list[str] = field(default_factory=list)  # cited cases whose passages support it
+    evidence: dict[str, str] = field(default_factory=dict)  # case id -> its passage sentence closest to the claim
+    problems: list[str] = field(default_factory=list)
+    states_facts: bool = True  # False for connecting words ("Here is what the cases show:")
+
+    @property
+    def supported(self) -> bool:
+        return bool(self.supporting) and not self.problems
+
+    @property
+    def words(self) -> str:
+        """The sentence without its markers, as it is shown."""
+        return _tidy(BRACKETS.sub("", self.text))
+
+
+@dataclass
+class Verification:
+    text: str  # what may be shown: checked markers kept, unsupported sentences marked
+    checks: list[SentenceCheck]
+    removed: list[str]  # markers of cases the model was not given, as written
+
+    @property
+    def verified(self) -> list[SentenceCheck]:
+        return [c for c in self.checks if c.supported]
+
+    @property
+    def unsupported(self) -> list[SentenceCheck]:
+        return [c for c in self.checks if c.states_facts and not c.supported]
+
+    def cited(self) -> list[str]:
+        """Cases cited in `text`, in order of first citation."""
+        return list(dict.fromkeys(cid for check in self.verified for cid in check.supporting))
+
+    def evidence(self, case_id: str) -> list[str]:
+        """The passage sentences of `case_id` that support the sentences citing it, verbatim."""
+        return list(dict.fromkeys(c.evidence[case_id] for c in self.verified if case_id in c.supporting))
+
+
+class CitationVerifier:
+    def __init__(self, lexicon: Lexicon, embedder: Embeddings, min_similarity: float):
+        self.lexicon, self.embedder, self.min_similarity = lexicon, embedder, min_similarity
+
+    def verify(self, text: str, passages: dict[str, list[str]]) -> Verification:
+        """Check `text` against `passages` (case id -> the passages the model was given for that case)."""
+        removed: list[str] = []
+        lines: list[tuple[str, list[SentenceCheck]]] = []
+        for line in text.strip().splitlines():
+            prefix = LIST_PREFIX.match(line)
+            body = BRACKETS.sub(_parenthesised_unless_marker, line[prefix.end():] if prefix else line)
+            checks = []
+            for match in SENTENCE.finditer(body):
+                cited = []
+                for group in BRACKETS.findall(match.group(0)):
+                    for part in _marker_ids(group):
+                        if part in passages:
+                            cited.append(part)
+                        else:
+                            removed.append(f"[{part}]")
+                claim = _tidy(MARKDOWN.sub("", BRACKETS.sub("", match.group(0))))
+                checks.append(SentenceCheck(match.group(0), claim, list(dict.fromkeys(cited))))
+            lines.append((prefix.group(0) if prefix else "", checks))
+        all_checks = [check for _, line_checks in lines for check in line_checks]
+        self._check(all_checks, passages)
+        shown = "\n".join(prefix + " ".join(_shown(check) for check in checks) for prefix, checks in lines)
+        return Verification(shown.strip(), all_checks, list(dict.fromkeys(removed)))
+
+    def _check(self, checks: list[SentenceCheck], passages: dict[str, list[str]]) -> None:
+        """Fill in each sentence's supporting cases, their evidence, and what is wrong with it."""
+        citing = [c for c in checks if c.cited and c.claim]
+        cases = list(dict.fromkeys(cid for check in citing for cid in check.cited))
+        evidence = {cid: [s for passage in passages[cid] for s in sentences(passage)] for cid in cases}
+        vectors = np.array(self.embedder.embed_documents([c.claim for c in citing]
+                                                         + [s for cid in cases for s in evidence[cid]]))
+        claim_vectors, rest = vectors[: len(citing)], vectors[len(citing):]
+        evidence_vectors = {}
+        for cid in cases:
+            evidence_vectors[cid], rest = rest[: len(evidence[cid])], rest[len(evidence[cid]):]
+        for check in checks:
+            if not check.claim:
+                check.states_facts = False
+            elif not check.cited and self._stated_terms(check.claim):
+                check.problems.append("it cites no case that the answer was built from")
+            elif not check.cited:
+                check.states_facts = False  # connecting words: nothing to check
+        for check, vector in zip(citing, claim_vectors):
+            for cid in check.cited:
+                similarities = evidence_vectors[cid] @ vector
+                if len(similarities) and similarities.max() >= self.min_similarity:
+                    check.supporting.append(cid)
+                    check.evidence[cid] = evidence[cid][int(similarities.argmax())]
+            if not check.supporting:
+                check.problems.append(f"it is not close in meaning to any passage of {_markers(check.cited)}")
+            holders = check.supporting or check.cited
+            held = " ".join(_normalised(p) for cid in holders for p in passages[cid])
+            missing = [label for label, spellings in self._stated_terms(check.claim)
+                       if not any(_contains(held, spelling) for spelling in spellings)]
+            if missing:
+                check.problems.append(f"{_markers(holders)} does not mention {', '.join(missing)}")
+
+    def _stated_terms(self, claim: str) -> list[tuple[str, list[str]]]:
+        """What the sentence states that its passages must state too: (label, accepted spellings) pairs."""
+        terms: list[tuple[str, list[str]]] = []
+        rest = claim
+        for surface, named in self.lexicon.mentions(claim):
+            checked = [t for t in named if t.group in CHECKED_GROUPS]
+            if checked:
+                terms.append((surface, [alias for t in checked for alias in t.aliases]))
+            for term in named:
+                rest = self.lexicon.strip(rest, term)
+        terms += [(name, [name]) for name in dict.fromkeys(m.group(0) for m in DRUG_LIKE.finditer(rest))]
+        doses = [f"{amount} {unit}" for amount, unit in DOSE.findall(claim)]
+        terms += [(dose, [dose]) for dose in dict.fromkeys(doses)]
+        terms += [(number, [number]) for number in dict.fromkeys(NUMBER.findall(DOSE.sub("", rest)))]
+        return terms
+
+
+def _normalised(text: str) -> str:
+    """Lower case, one space between a number and its unit, so "150mg" and "150 mg" compare equal."""
+    return DOSE.sub(lambda m: f"{m.group(1)} {m.group(2)}", text).lower()
+
+
+def _contains(text: str, phrase: str) -> bool:
+    return re.search(rf"(?<![\w.]){re.escape(_normalised(phrase))}(?![\w])", text) is not None
+
+
+def _marker_ids(group: str) -> list[str]:
+    """The case ids in a bracket group ("a", "a, b"); none when it is not a citation ("[see above]")."""
+    parts = [part.strip().lower() for part in re.split(r"[,;]", group)]
+    return parts if all(CASE_ID.fullmatch(part) for part in parts) else []
+
+
+def _parenthesised_unless_marker(match: re.Match) -> str:
+    """Brackets that hold no case ids become parentheses, so nothing shown can pass for a marker."""
+    return match.group(0) if _marker_ids(match.group(1)) else f"({match.group(1)})"
+
+
+def _tidy(text: str) -> str:
+    """Single spaces, none before punctuation (where a removed marker stood)."""
+    return re.sub(r"\s+([.!?,;:])", r"\1", re.sub(r"\s+", " ", text)).strip()
+
+
+def _markers(case_ids: list[str]) -> str:
+    return " ".join(f"[{cid}]" for cid in case_ids)
+
+
+def _shown(check: SentenceCheck) -> str:
+    """The sentence as shown: with its supporting markers only, or with none and the unverified mark."""
+    if not check.states_facts:
+        return check.words
+    if not check.supported:
+        return f"{check.words} {UNVERIFIED_MARK}"
+    body, end = re.fullmatch(r"(.*?)([.!?]*)", check.words, re.DOTALL).groups()
+    return f"{body} {_markers(check.supporting)}{end}"

@@ -1,0 +1,80 @@
+"""Pathway summaries: computed from front matter, names normalised, the same through the API, CLI and answer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bot.answer import cited_ids
+from bot.conversation import CaseBot
+from bot.lexicon import Lexicon
+from bot.pathways import pathway
+from bot.settings import load_settings
+from conftest import KNOWLEDGE, run_casebot, write_case
+
+LEXICON = Lexicon.load(KNOWLEDGE / "lexicon.yaml")
+# Written as clinicians write: MMF, mycophenolate and CellCept are one therapy.
+LIBRARY = [
+    ("a-ntd-1", "MMF", "nintedanib", "stabilised", "lung"),
+    ("a-ntd-2", "mycophenolate", "Ofev", "worsened", "lung"),
+    ("a-rtx-1", "CellCept", "rituximab", "improved", "lung"),
+    ("a-hsct-1", "mycophenolate mofetil", "AHSCT", "died", "lung"),
+    ("a-hsct-2", "MMF", "HSCT", "improved", "skin"),
+    ("b-other", "methotrexate", "rituximab", "improved", "skin"),
+]
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("pathways")
+    for case_id, failed, following, outcome, organ in LIBRARY:
+        write_case(folder / "cases", id=case_id, title=f"{organ} disease after {failed}, then {following}", organs=organ,
+                   failed=failed, next=following, outcome=outcome,
+                   resistance=f"The {organ} disease progressed despite {failed}.",
+                   next_text=f"{following} was started.")
+    return folder
+
+
+def expected_rows(organ: str | None = None) -> dict[str, dict[str, list[str]]]:
+    """The table counted by hand from LIBRARY."""
+    rows = {"nintedanib": {"stabilised": ["a-ntd-1"], "worsened": ["a-ntd-2"]},
+            "rituximab": {"improved": ["a-rtx-1"]},
+            "autologous haematopoietic stem cell transplantation": {"improved": ["a-hsct-2"], "died": ["a-hsct-1"]}}
+    if organ == "lung":
+        rows["autologous haematopoietic stem cell transplantation"] = {"died": ["a-hsct-1"]}
+    return rows
+
+
+def test_pathway_table_matches_a_hand_count(library):
+    from bot.cases import load_cases
+
+    cases, rejections = load_cases([library], LEXICON)
+    assert rejections == []
+    result = pathway(cases, LEXICON, "MMF")
+    assert result.failed == "mycophenolate mofetil"
+    assert {row.next_therapy: row.outcomes for row in result.rows} == expected_rows()
+    lung = pathway(cases, LEXICON, "mycophenolate", organ="ILD")
+    assert {row.next_therapy: row.outcomes for row in lung.rows} == expected_rows("lung")
+    assert [row.total for row in result.rows] == [2, 2, 1]
+
+
+def test_the_same_table_through_the_cli_and_the_answer(library, tmp_path):
+    db = tmp_path / "db"
+    result = run_casebot("pathways", "--failed", "CellCept", "--json", "--db", str(db),
+                         env={"CASEBOT_KNOWLEDGE": str(library)})
+    assert result.returncode == 0, result.stderr
+    rows = {row["next_therapy"]: row["outcomes"] for row in json.loads(result.stdout)["rows"]}
+    assert rows == expected_rows()
+
+    bot = CaseBot(load_settings(db=db, knowledge=library), log=lambda m: None)
+    answer = bot.ask("Lung disease progressing on MMF: what was tried next?", "pathway")
+    assert "After **mycophenolate mofetil** failed" in answer.answer
+    table_rows = [line for line in answer.answer.splitlines() if line.startswith("| ") and "[" in line]
+    assert len(table_rows) == len(expected_rows("lung"))
+    for line in table_rows:
+        name = line.split("|")[1].strip()
+        assert set(cited_ids(line)) == {cid for ids in expected_rows("lung")[name].values() for cid in ids}
+    assert cited_ids(answer.answer) == [c.case_id for c in answer.citations]
+    assert "b-other" not in cited_ids(answer.answer)
