@@ -37,6 +37,12 @@ SHORT_FOLLOW_UP_WORDS = 6
 CONDENSE_TURNS = 3
 
 
+def ranked_ids(hits: list[CaseHit], citations: list[Citation]) -> list[str]:
+    """The ranked retrieval, then any case cited from the metadata alone (a pathway table row)."""
+    ranked = [hit.case.id for hit in hits]
+    return ranked + [c.case_id for c in citations if c.case_id not in ranked]
+
+
 class QuestionError(ValueError):
     """A question that cannot be answered as given (empty, too long, not text)."""
 
@@ -204,7 +210,7 @@ class CaseBot:
         return Answer(
             question=question, standalone_question=standalone, answer=text, citations=citations,
             refused=not chosen, backend=self.settings.llm if generated else EXTRACTIVE, unsupported=unsupported,
-            warnings=warnings, retrieved=[h.case.id for h in hits], timings_ms=timings)
+            warnings=warnings, retrieved=ranked_ids(hits, citations), timings_ms=timings)
 
     def _draft(self, question: str, shown: Evidence, warnings: list[str]) -> Generator[str, None, str | None]:
         """The model's text, passed on piece by piece as it comes; None (and a warning) when the backend fails."""

@@ -69,10 +69,6 @@ class ChatBackend:
         self._building = threading.Lock()
         self._one_at_a_time = threading.Lock() if self.kind == "llamacpp" else nullcontext()
 
-    @property
-    def name(self) -> str:
-        return self.settings.llm
-
     def describe(self) -> str:
         """The backend as a user configured it, for messages: which model, where."""
         if self.kind == "openai":

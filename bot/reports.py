@@ -64,18 +64,20 @@ class Report(BaseModel):
     comparison: Comparison | None = None
 
 
-class _OldTest(BaseModel):
+class EarlierTest(BaseModel):
     id: str
     passed: bool
 
 
-class _OldReport(BaseModel):
+class EarlierReport(BaseModel):
+    """An earlier run's report.json, as far as a comparison reads it."""
+
     summary: dict[str, object]
-    tests: list[_OldTest]
+    tests: list[EarlierTest]
 
 
 def build_report(results: list[TestResult], files: list[Path], tags: list[str], warnings: list[str],
-                 old: _OldReport | None = None, old_path: Path | None = None) -> Report:
+                 old: EarlierReport | None = None, old_path: Path | None = None) -> Report:
     report = Report(files=[str(f) for f in files], tags=tags, summary=summarise(results), by_tag=by_tag(results),
                     tests=results, warnings=warnings)
     if old is not None:
@@ -83,10 +85,10 @@ def build_report(results: list[TestResult], files: list[Path], tags: list[str], 
     return report
 
 
-def load_report(path: Path) -> _OldReport:
+def load_report(path: Path) -> EarlierReport:
     """An earlier run's report.json: only `summary` and each test's `id` and `passed` are needed."""
     try:
-        return _OldReport.model_validate_json(path.read_text(encoding="utf-8"))
+        return EarlierReport.model_validate_json(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise ReportError(f"{path}: cannot read ({error.strerror or error})") from error
     except ValidationError as error:
@@ -95,7 +97,7 @@ def load_report(path: Path) -> _OldReport:
         raise ReportError(f"{path}: not a casebot report.json: field '{field}': {first['msg']}") from error
 
 
-def compare(old: _OldReport, new: Report, old_path: str) -> Comparison:
+def compare(old: EarlierReport, new: Report, old_path: str) -> Comparison:
     before = {test.id: test.passed for test in old.tests}
     now = {test.id: test.passed for test in new.tests}
     deltas = {}

@@ -44,7 +44,8 @@ def test_every_statement_is_cited_and_every_passage_is_verbatim_from_its_case(kn
     lines = [line for line in answer.answer.splitlines() if line.strip()]
     note = lines[-1]
     assert "not a treatment recommendation" in note and answer.answer.count("not a treatment recommendation") == 1
-    assert all(cited_ids(line) for line in lines[:-1]), "a line of the answer carries no [case-id]"
+    statements = [line for line in lines[:-1] if not line.startswith(("| next therapy", "|---")) and not line.endswith(":")]
+    assert all(cited_ids(line) for line in statements), "a statement of the answer carries no [case-id]"
     assert cited_ids(answer.answer) == [c.case_id for c in answer.citations]
     for citation in answer.citations:
         assert citation.passages

@@ -14,8 +14,8 @@ import pytest
 
 from bot.conversation import CaseBot
 from bot.settings import load_settings
-from conftest import run_casebot, write_case
-from test_web import free_port
+from conftest import free_port, run_casebot, write_case
+
 
 CASES = {
     "renal-plex": dict(title="Renal crisis treated with plasma exchange", organs="kidney", failed="ACE inhibitors",

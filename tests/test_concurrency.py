@@ -1,0 +1,65 @@
+"""Twenty clinicians at once through the web app's API (loopback only, bounded): no errors, no cross-talk.
+
+Each simulated user asks about a different case, then a follow-up ("what had she failed before that?")
+that must resolve to that user's own case. Latency figures go to tests/artifacts/load.txt."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from gradio_client import Client
+
+from bot.evaluation import load_suite
+from conftest import PROJECT_ROOT, casebot_server
+
+USERS = 20
+ARTIFACTS = PROJECT_ROOT / "tests" / "artifacts"
+
+
+def first_questions() -> list[tuple[str, str]]:
+    """Twenty single-case questions from the shipped eval set, each expecting a different case."""
+    chosen: dict[str, str] = {}
+    for path in sorted((PROJECT_ROOT / "evals").glob("*.yaml")):
+        for test in load_suite(Path(path)).tests:
+            step = test.steps()[0]
+            if len(step.expect_cases) == 1 and not step.filters and step.expect_cases[0] not in chosen:
+                chosen[step.expect_cases[0]] = step.question
+    return [(question, case_id) for case_id, question in list(chosen.items())[:USERS]]
+
+
+def test_twenty_simultaneous_conversations_keep_to_their_own_cases(knowledge_settings, knowledge_bot):
+    questions = first_questions()
+    assert len(questions) == USERS
+    with casebot_server(knowledge_settings.db) as url:
+        # Connecting is not what is measured: each user's client is made first, the questions then go at once.
+        clients = [Client(url, verbose=False, httpx_kwargs={"timeout": 300}) for _ in range(USERS)]
+
+        def user(number: int) -> tuple[list[float], str, list[str], str]:
+            client = clients[number]
+            question, _ = questions[number]
+            latencies = []
+            started = time.perf_counter()
+            first = client.predict(question, f"user-{number}", api_name="/ask")
+            latencies.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            follow = client.predict("What had she failed before that?", f"user-{number}", api_name="/ask")
+            latencies.append(time.perf_counter() - started)
+            own = first["citations"][0]["case_id"] if first["citations"] else ""
+            return latencies, own, [c["case_id"] for c in follow["citations"]], follow["standalone_question"]
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=USERS) as pool:
+            results = list(pool.map(user, range(USERS), timeout=600))
+        wall = time.perf_counter() - started
+    for number, (_, own, followed, standalone) in enumerate(results):
+        assert own, f"user {number} got no cited case"
+        assert followed == [own], f"user {number}: follow-up cited {followed}, expected their own case {own}"
+        assert standalone != "What had she failed before that?"
+    latencies = sorted(l for result in results for l in result[0])
+    p50, p95 = latencies[len(latencies) // 2], latencies[int(0.95 * (len(latencies) - 1))]
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "load.txt").write_text(f"{USERS} users x 2 requests in {wall:.1f} s; "
+                                        f"p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms\n")
+    print((ARTIFACTS / "load.txt").read_text())
