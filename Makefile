@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP) /usr/bin/chromium
 
 # Build or refresh the index (exit 2 only means some files were rejected; they are listed).
-ingest: setup
+ingest: $(STAMP)
 	$(BIN)/casebot ingest || [ $$? -eq 2 ]
 
 run: ingest

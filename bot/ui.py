@@ -42,6 +42,9 @@ STYLE = """
 .cite-chip { display: inline-block; padding: 0 .45em; margin: 0 .1em; border-radius: .8em; font-size: .85em;
   font-family: var(--font-mono); background: var(--color-accent-soft); color: var(--body-text-color);
   border: 1px solid var(--color-accent); white-space: nowrap; }
+#chat table { font-size: .85em; }
+#chat th:first-child, #chat td:first-child { min-width: 9em; }
+#chat td .cite-chip { white-space: normal; overflow-wrap: anywhere; }
 .answer-note { display: block; font-style: italic; color: var(--body-text-color-subdued); }
 .answer-warning { display: block; font-style: italic; color: var(--color-red-600, #b91c1c); }
 .sources { max-height: 720px; overflow-y: auto; }
