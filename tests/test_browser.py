@@ -164,6 +164,7 @@ def test_example_question_gets_an_answer_with_chips_and_its_sources_with_highlig
     assert not whole.locator("article.case").is_visible()
     whole.locator("summary").click()
     assert_whole_case(whole.locator("article.case").inner_text(), first.case_id)
+    page.evaluate("document.querySelectorAll('#chat *').forEach(e => { e.scrollTop = 0; })")  # the answer's start
     screenshot(page, "chat")
 
 
