@@ -89,8 +89,13 @@ def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from bot.index import CaseIndex, format_report
     from bot.lexicon import Lexicon
 
+    sources = args.source or [settings.knowledge]
+    missing = [str(source) for source in sources if not source.exists()]
+    if missing:  # a mistyped folder must not read as "every case was deleted"
+        print(f"casebot: source folder not found: {', '.join(missing)}; the index was not changed", file=sys.stderr)
+        return 2
     index = CaseIndex.reset(settings) if args.reset else CaseIndex(settings)
-    report = index.ingest(args.source or [settings.knowledge], Lexicon.load(settings.lexicon_path), strict=args.strict)
+    report = index.ingest(sources, Lexicon.load(settings.lexicon_path), strict=args.strict)
     print(format_report(report))
     return 2 if report.rejected else 0
 

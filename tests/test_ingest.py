@@ -91,3 +91,14 @@ def test_ask_with_an_empty_db_folder_builds_the_index_from_knowledge_first(tmp_p
     assert "building it from knowledge" in result.stderr
     assert '"seed-src-ace-plasma-exchange"' in result.stdout
     assert CaseIndex(load_settings(db=db)).count() > 100
+
+
+def test_a_mistyped_source_folder_changes_nothing(tmp_path: Path):
+    library, db = tmp_path / "library", tmp_path / "db"
+    write_case(library, id="kept-case")
+    run_casebot("ingest", "--source", str(library), "--db", str(db))
+    result = run_casebot("ingest", "--source", str(tmp_path / "librray"), "--db", str(db))
+    assert result.returncode == 2
+    assert f"source folder not found: {tmp_path / 'librray'}; the index was not changed" in result.stderr
+    metas = CaseIndex(load_settings(db=db)).collection.get(include=["metadatas"])["metadatas"]
+    assert {m["case_id"] for m in metas} == {"kept-case"}
