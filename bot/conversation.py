@@ -169,7 +169,7 @@ class CaseBot:
     def _answer(self, question: str, convo: Conversation,
                 filters: dict[str, str] | None) -> Generator[str, None, Answer]:
         started = time.perf_counter()
-        self.retriever.refresh()
+        retriever = self.retriever.snapshot()
         warnings: list[str] = []
         standalone, focus = self.resolve(question, convo)
         condense_s = 0.0
@@ -177,17 +177,17 @@ class CaseBot:
             asked_at = time.perf_counter()
             standalone = self.about(self.condensed(question, convo, warnings), focus)
             condense_s = time.perf_counter() - asked_at
-        hits = self.retriever.search(standalone if focus else question, filters,
-                                     only_cases=set(focus) if focus else None)
+        hits = retriever.search(standalone if focus else question, filters,
+                                only_cases=set(focus) if focus else None)
         retrieved_at = time.perf_counter()
-        concepts = self.retriever.concepts(question)
+        concepts = retriever.concepts(question)
         if focus:
             for hit in hits:  # a follow-up is about its case by construction; only similarity is checked
                 hit.coverage = 1.0
         chosen = select_cases(hits, self.settings)
         generated, unsupported, verify_ms = None, [], None
         if chosen and self.backend:
-            shown = evidence(chosen, self.retriever, self.settings.llm_passages)
+            shown = evidence(chosen, retriever, self.settings.llm_passages)
             draft = yield from self._draft(standalone, shown, warnings)
             if draft is not None:
                 checked_at = time.perf_counter()
@@ -196,9 +196,9 @@ class CaseBot:
         if generated:
             text, citations = generated
         elif chosen:
-            text, citations = compose(question, chosen, concepts, self.retriever, self.settings, filters)
+            text, citations = compose(question, chosen, concepts, retriever, self.settings, filters)
         else:
-            text, citations = refusal(self.retriever, self.settings), []
+            text, citations = refusal(retriever, self.settings), []
         done = time.perf_counter()
         timings = {"retrieve": round((retrieved_at - started - condense_s) * 1000, 1),
                    "generate": round((done - retrieved_at) * 1000, 1),

@@ -9,7 +9,8 @@ from langchain_core.embeddings import Embeddings
 
 import bot.settings  # noqa: F401  (sets HF_HUB_OFFLINE before sentence-transformers is imported)
 
-BATCH_SIZE = 64
+# Small batches pad less: on this 2-core CPU 16 encodes ~30% faster than 64 (measured 2026-11-25).
+BATCH_SIZE = 16
 
 
 def model_name() -> str:

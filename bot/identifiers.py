@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
+
+from bot.cases import Case
 
 PATTERNS: dict[str, re.Pattern[str]] = {
     "name with title": re.compile(r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof)\.?\s+[A-Z][a-z]+(?:\s+[A-Z][a-z]+)?"),
@@ -40,3 +43,9 @@ def scan(text: str) -> list[Finding]:
         for kind, pattern in PATTERNS.items():
             findings.extend(Finding(number, kind, match.group(0)) for match in pattern.finditer(line))
     return findings
+
+
+def scan_case(case: Case) -> list[Finding]:
+    """Every likely identifier in a case's file: all of its text, front matter included (a PDF's extracted text)."""
+    path = Path(case.path)
+    return scan(case.body if path.suffix.lower() == ".pdf" else path.read_text(encoding="utf-8-sig"))

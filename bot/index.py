@@ -29,7 +29,7 @@ from tqdm import tqdm
 from bot.cases import Case, Rejection, load_cases
 from bot.chunking import chunk_case, chunker_signature
 from bot.embedding import MiniLMEmbeddings, model_name
-from bot.identifiers import scan
+from bot.identifiers import scan_case
 from bot.lexicon import Lexicon
 from bot.settings import Settings
 from bot.text import TOKENIZER_VERSION, tokenize
@@ -152,14 +152,17 @@ class CaseIndex:
         return dict(cases)
 
     def ingest(self, sources: list[Path], lexicon: Lexicon, progress: bool | None = None,
-               strict: bool = False) -> IngestReport:
+               strict: bool = False, prune: bool = True) -> IngestReport:
         """Bring the index in line with the case files under `sources`, embedding only what changed.
 
-        Likely patient identifiers are reported with file and line; with `strict` their files are refused."""
+        Likely patient identifiers are reported with file and line; with `strict` their files are refused.
+        Without `prune`, cases indexed from elsewhere are kept (adding one file must not remove the rest)."""
         with self.lock():
-            return self._ingest(sources, lexicon, sys.stderr.isatty() if progress is None else progress, strict)
+            progress = sys.stderr.isatty() if progress is None else progress
+            return self._ingest(sources, lexicon, progress, strict, prune)
 
-    def _ingest(self, sources: list[Path], lexicon: Lexicon, progress: bool, strict: bool) -> IngestReport:
+    def _ingest(self, sources: list[Path], lexicon: Lexicon, progress: bool, strict: bool,
+                prune: bool) -> IngestReport:
         cases, rejections = load_cases(sources, lexicon)
         report = IngestReport(rejected=rejections)
         cases = self._screen_identifiers(cases, report, strict)
@@ -178,7 +181,7 @@ class CaseIndex:
         current = {case.id for case in cases}
         kept_paths = {str(r.path) for r in rejections}  # a file that became invalid keeps its last good chunks
         report.removed = sorted(cid for cid, entry in stored.items()
-                                if cid not in current and entry["path"] not in kept_paths)
+                                if prune and cid not in current and entry["path"] not in kept_paths)
         if not (to_embed or report.removed) and self.cache_dir.joinpath("version").exists():
             return report
         self._stamp(f"ingesting-{uuid.uuid4().hex}")
@@ -194,8 +197,7 @@ class CaseIndex:
         kept = []
         for case in cases:
             path = Path(case.path)
-            text = case.body if path.suffix.lower() == ".pdf" else path.read_text(encoding="utf-8-sig")
-            findings = scan(text)
+            findings = scan_case(case)
             report.identifiers.extend(f"{path}: {finding}" for finding in findings)
             if strict and findings:
                 report.rejected.append(Rejection(path, "possible patient identifiers (--strict): "

@@ -3,8 +3,10 @@ grouped by case, with metadata filters applied before ranking and lexicon-based 
 
 from __future__ import annotations
 
+import copy
 import difflib
 import math
+import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -55,12 +57,24 @@ class Retriever:
         self.index, self.lexicon, self.settings = index, lexicon, settings
         self.embedder = MiniLMEmbeddings()
         self.side = SideIndex.load(index)
+        self._refreshing = threading.Lock()
         self._filler = set(tokenize([" ".join(lexicon.filler)])[0]) if lexicon.filler else set()
 
-    def refresh(self) -> None:
-        """Reload the side index when another process (or replica) changed the collection."""
-        if self.index.version() != self.side.version:
-            self.side = SideIndex.load(self.index)
+    def refresh(self) -> SideIndex:
+        """Reload the side index when another process, replica or thread changed the collection (once, however
+        many threads notice at the same time). The old one is replaced, never changed, so readers holding it
+        are unaffected."""
+        with self._refreshing:
+            if self.index.version() != self.side.version:
+                self.side = SideIndex.load(self.index)
+            return self.side
+
+    def snapshot(self) -> Retriever:
+        """This retriever fixed to the newest side index: one question sees one version of the library even
+        when a case is added while it is answered (web users are answered on several threads)."""
+        view = copy.copy(self)
+        view.side = self.refresh()
+        return view
 
     @property
     def cases(self) -> dict[str, Case]:

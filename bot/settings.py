@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 7860
     auth: str | None = Field(None, description="Web app login as user:password (CASEBOT_AUTH); none by default")
+    web_concurrency: int = Field(4, ge=1, description="Questions the web app answers at once; more wait in a queue")
 
     @property
     def lexicon_path(self) -> Path:
