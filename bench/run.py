@@ -8,6 +8,8 @@ of SPEC section 7 in the written report.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import random
 import resource
 import shutil
@@ -123,68 +125,108 @@ def startup_to_first_answer(db: Path) -> float:
         server.wait(timeout=30)
 
 
+def measure_one(library: Path, db: Path, reuse: bool) -> dict:
+    """In its own process (so its peak memory is this library's alone): ingest, timed with the model already
+    loaded, then answer latency over the eval questions. With `reuse`, an index already holding every chunk of
+    this library is kept and not timed."""
+    lexicon = Lexicon.load(KNOWLEDGE / "lexicon.yaml")
+    MiniLMEmbeddings().embed_query("warm up")
+    settings = load_settings(db=db, knowledge=library)
+    out: dict = {"ingest_s": None, "chunks": None}
+    expected = sum(len(chunk_case(case, 1000, 100)) for case in load_cases([library], lexicon)[0])
+    if not (reuse and db.exists() and CaseIndex(settings).count() == expected):
+        shutil.rmtree(db.parent, ignore_errors=True)
+        started = time.perf_counter()
+        report = CaseIndex(settings).ingest([library], lexicon, progress=False)
+        out |= {"ingest_s": time.perf_counter() - started, "chunks": report.chunks_embedded}
+    out["ingest_rss"] = peak_rss_mb()
+    bot = CaseBot(settings, log=lambda m: None)
+    out["p50"], out["p95"] = measure_latency(bot, questions())
+    out["rss"] = peak_rss_mb()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="50,1000,10000")
     parser.add_argument("--work", type=Path, default=PROJECT_ROOT / ".casebot" / "bench")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep an index left by an earlier run when it holds every chunk (its ingest is not timed)")
+    parser.add_argument("--one", nargs=2, type=Path, metavar=("LIBRARY", "DB"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure_one(*args.one, args.reuse)))
+        return
     sizes = [int(s) for s in args.sizes.split(",")]
+    load_before = os.getloadavg()[0]
     lexicon = Lexicon.load(KNOWLEDGE / "lexicon.yaml")
     embedder = MiniLMEmbeddings()
     embedder.embed_query("warm up")
     asked = questions()
-    rows, ingest_rows = [], []
-    dbs = {}
+    rows = []
     for size in sizes:
         library = build_library(args.work / f"library-{size}", size)
         db = args.work / f"db-{size}" / "chroma"
-        shutil.rmtree(db.parent, ignore_errors=True)
         cases, _ = load_cases([library], lexicon)
         texts = [doc.page_content for case in cases for doc in chunk_case(case, 1000, 100)]
         sample = random.Random(size).sample(texts, min(len(texts), ENCODE_SAMPLE))
         before = encode_rate(embedder, sample)
-        started = time.perf_counter()
-        report = CaseIndex(load_settings(db=db)).ingest([library], lexicon, progress=False)
-        ingest_rate = report.chunks_embedded / (time.perf_counter() - started)
+        child = subprocess.run([sys.executable, __file__, "--one", str(library), str(db),
+                                *(["--reuse"] if args.reuse else [])],
+                               capture_output=True, text=True, check=True, cwd=PROJECT_ROOT)
+        measured = json.loads(child.stdout.strip().splitlines()[-1])
         encode = (before + encode_rate(embedder, sample)) / 2
-        ingest_rows.append((size, len(texts), encode, ingest_rate, peak_rss_mb()))
-        bot = CaseBot(load_settings(db=db, knowledge=library), log=lambda m: None)
-        p50, p95 = measure_latency(bot, asked)
-        rows.append((size, p50, p95, peak_rss_mb()))
-        dbs[size] = db
-        print(f"{size} cases: encode {encode:.0f}/s, ingest {ingest_rate:.0f}/s, p50 {p50:.1f} ms, "
-              f"p95 {p95:.1f} ms, peak RSS {peak_rss_mb():.0f} MB", flush=True)
+        rows.append({"size": size, "chunks": len(texts), "encode": encode, **measured})
+        rate = f"{measured['chunks'] / measured['ingest_s']:.0f}/s" if measured["ingest_s"] else "reused"
+        print(f"{size} cases: encode {encode:.0f}/s, ingest {rate}, p50 {measured['p50']:.1f} ms, "
+              f"p95 {measured['p95']:.1f} ms, peak RSS {measured['rss']:.0f} MB", flush=True)
     real_db = args.work / "db-real" / "chroma"
     shutil.rmtree(real_db.parent, ignore_errors=True)
     CaseIndex(load_settings(db=real_db)).ingest([KNOWLEDGE], lexicon, progress=False)
     quality = retrieval_quality(real_db, asked)
     startup = startup_to_first_answer(real_db)
-    write_results(rows, ingest_rows, quality, startup, len(asked))
+    write_results(rows, quality, startup, len(asked), load_before, os.getloadavg()[0])
 
 
-def write_results(rows, ingest_rows, quality, startup, n_questions) -> None:
+def write_results(rows: list[dict], quality, startup: float, n_questions: int, load_before: float,
+                  load_after: float) -> None:
+    ingested = [row for row in rows if row["ingest_s"]]
+    ratios = [row["chunks"] / row["ingest_s"] / row["encode"] for row in ingested]
     lines = ["# Benchmarks", "", f"Measured by `make bench` on this machine ({socket.gethostname()}, "
-             f"2 cores, no GPU), {time.strftime('%Y-%m-%d')}. Warm, in one process, side by side.", "",
-             f"## Extractive answer latency ({n_questions} eval questions, each in a new conversation)", "",
-             "| cases | p50 ms | p95 ms | peak RSS MB (process so far) |", "|---|---|---|---|"]
-    lines += [f"| {size:,} | {p50:.1f} | {p95:.1f} | {rss:.0f} |" for size, p50, p95, rss in rows]
-    lines += ["", "## Ingest throughput against the embedding model's own `encode` (sample of the same chunk texts, before and after ingest)", "",
-              "| cases | chunks | encode chunks/s | ingest chunks/s | ingest / encode |", "|---|---|---|---|---|"]
-    lines += [f"| {size:,} | {chunks:,} | {enc:.0f} | {ing:.0f} | {ing / enc:.0%} |"
-              for size, chunks, enc, ing, _ in ingest_rows]
+             f"2 cores, no GPU), {time.strftime('%Y-%m-%d %H:%M')}. Side by side in one run; each library is "
+             "ingested and queried in its own process, so its peak memory is its own. Load average (1 min) "
+             f"{load_before:.1f} at the start, {load_after:.1f} at the end: on a busy machine every figure is slower, "
+             "the side-by-side comparisons less so.", "",
+             f"## Extractive answer latency ({n_questions} eval questions, each in a new conversation, warm)", "",
+             "| cases | chunks | p50 ms | p95 ms | peak RSS MB, answering |", "|---|---|---|---|---|"]
+    lines += [f"| {r['size']:,} | {r['chunks']:,} | {r['p50']:.1f} | {r['p95']:.1f} | {r['rss']:.0f} |" for r in rows]
+    lines += ["", "## Ingest throughput against the embedding model's own `encode`", "",
+              f"`encode`: the bare model on a sample of {ENCODE_SAMPLE:,} of the same chunk texts, measured just before "
+              "and just after the ingest and averaged. Ingest: end to end (load, chunk, embed, store, BM25 side index).",
+              "", "| cases | chunks | encode chunks/s | ingest chunks/s | ingest / encode | peak RSS MB, ingesting |",
+              "|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["ingest_s"]:
+            rate = r["chunks"] / r["ingest_s"]
+            lines.append(f"| {r['size']:,} | {r['chunks']:,} | {r['encode']:.0f} | {rate:.0f} | {rate / r['encode']:.0%} "
+                         f"| {r['ingest_rss']:.0f} |")
+        else:
+            lines.append(f"| {r['size']:,} | {r['chunks']:,} | {r['encode']:.0f} | index reused (--reuse) | | |")
     lines += ["", "## Retrieval quality on the shipped eval set (ranked retrieval, before the gate)", "",
               "| mode | hit@1 | recall@3 | MRR |", "|---|---|---|---|"]
     lines += [f"| {mode} | {h:.3f} | {r:.3f} | {m:.3f} |" for mode, (h, r, m) in quality.items()]
     small, large = rows[0], rows[-1]
+    worst = f"{min(ratios):.0%} at worst" if ratios else "not measured (indexes reused)"
     lines += ["", "## Start-up", "", f"`casebot serve` from launch to the first answer through the API: {startup:.1f} s",
               "", "## Against the targets (SPEC section 7)", "",
               "| target | measured | met |", "|---|---|---|",
-              f"| extractive p95 < 100 ms (warm) | {small[2]:.1f} ms at {small[0]:,} cases | {'yes' if small[2] < 100 else 'no'} |",
-              f"| 10,000 cases answered < 200 ms | p95 {large[2]:.1f} ms at {large[0]:,} cases | "
-              f"{'yes' if large[2] < 200 and large[0] >= 10000 else 'no'} |",
-              f"| latency at 10,000 within 2x of 50 | {large[2] / small[2]:.2f}x (p95) | {'yes' if large[2] <= 2 * small[2] else 'no'} |",
-              f"| ingest within 10% of encode | {min(i / e for _, _, e, i, _ in ingest_rows):.0%} at worst | "
-              f"{'yes' if min(i / e for _, _, e, i, _ in ingest_rows) >= 0.9 else 'no'} |",
+              f"| extractive p95 < 100 ms (warm) | {small['p95']:.1f} ms at {small['size']:,} cases | "
+              f"{'yes' if small['p95'] < 100 else 'no'} |",
+              f"| 10,000 cases answered < 200 ms | p95 {large['p95']:.1f} ms at {large['size']:,} cases | "
+              f"{'yes' if large['p95'] < 200 and large['size'] >= 10000 else 'no'} |",
+              f"| latency at 10,000 within 2x of 50 | {large['p95'] / small['p95']:.2f}x (p95) | "
+              f"{'yes' if large['p95'] <= 2 * small['p95'] else 'no'} |",
+              f"| ingest within 10% of encode | {worst} | {'yes' if ratios and min(ratios) >= 0.9 else 'no'} |",
               f"| app ready < 15 s | {startup:.1f} s to first answer | {'yes' if startup < 15 else 'no'} |"]
     text = "\n".join(lines) + "\n"
     RESULTS.write_text(text)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from bot.pathways import Pathway, failed_therapy_asked, markdown_table, pathway
+from bot.pathways import Pathway, failed_therapy_asked, markdown_table, pathway, shown_ids
 from bot.retrieval import CaseHit, Concept, Retriever
 from bot.settings import Settings
 from bot.text import sentences, tokenize
@@ -82,12 +82,12 @@ def compose(question: str, hits: list[CaseHit], concepts: list[Concept], retriev
     table = pathway_for(question, retriever, filters)
     if table:
         cited = {c.case_id for c in citations}
-        for case_id in table.case_ids():
+        for case_id in shown_ids(table, settings.table_cases_per_cell):
             if case_id not in cited:
                 hit = CaseHit(retriever.cases[case_id], 0.0, 0.0)
                 citations.append(Citation(case_id=case_id, title=hit.case.title, source=hit.case.source or hit.case.path,
                                           passages=best_sentences(hit, concepts, retriever, 1), score=0.0))
-        blocks.append("\n" + markdown_table(table))
+        blocks.append("\n" + markdown_table(table, settings.table_cases_per_cell))
     note = prompt(settings.prompts_dir, "educational_note.md")
     return "\n".join(blocks) + "\n\n" + note, citations
 
@@ -116,12 +116,12 @@ def best_sentences(hit: CaseHit, concepts: list[Concept], retriever: Retriever, 
     for order, ((section, sentence), tokens) in enumerate(zip(candidates, tokenize([s for _, s in candidates]))):
         present = set(tokens)
         overlap = sum(c.weight for c in concepts if any(alt <= present for alt in c.alternatives))
-        scored.append((overlap + SECTION_PRIOR.get(section, 0.0), order, _defused(sentence)))
+        scored.append((overlap + SECTION_PRIOR.get(section, 0.0), order, defused(sentence)))
     chosen = sorted(scored, key=lambda item: -item[0])[:n]
     return [sentence for _, _, sentence in sorted(chosen, key=lambda item: item[1])]
 
 
-def _defused(sentence: str) -> str:
+def defused(sentence: str) -> str:
     """Quoted case text cannot carry citation markers of its own: [x] becomes (x)."""
     return sentence.replace("[", "(").replace("]", ")")
 

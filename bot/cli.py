@@ -1,4 +1,4 @@
-"""The `casebot` command line: ingest, ask, chat, eval, serve, feedback."""
+"""The `casebot` command line: ingest, ask, chat, eval, serve, feedback, pathways, teach, quiz."""
 
 from __future__ import annotations
 
@@ -6,8 +6,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from bot.teaching import Teaching
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,17 +56,31 @@ def main(argv: list[str] | None = None) -> int:
     pathways.add_argument("--organ")
     pathways.add_argument("--json", action="store_true")
 
+    teach = commands.add_parser("teach", help="a case as a teaching handout: staged walk-through, quiz, answer key")
+    teach.add_argument("case_id", metavar="CASE_ID")
+    teach.add_argument("--format", choices=("md", "html", "pdf"), default="md",
+                       help="md is printed unless --output is given; html and pdf are written to a file")
+    teach.add_argument("--output", type=Path, metavar="FILE", help="default: casebot-handout-CASE_ID.FORMAT")
+
+    quiz = commands.add_parser("quiz", help="multiple-choice questions from the case library, with an answer key")
+    quiz.add_argument("--n", type=int, default=5, help="number of questions (default 5)")
+    quiz.add_argument("--organ", help="only cases with this organ (synonyms such as ILD work)")
+    quiz.add_argument("--seed", type=int, help="the same seed gives the same quiz; default: a random one, printed")
+    quiz.add_argument("--json", action="store_true",
+                      help='print [{"question", "options", "answer", "case_id", "explanation", "kind"}]')
+
     for sub in (ingest, ask, chat, serve, evaluate, feedback_export, pathways):
         sub.add_argument("--db", type=Path, help="index folder (default .casebot/chroma)")
 
     args = parser.parse_args(argv)
-    settings = load_settings(db=args.db, host=getattr(args, "host", None), port=getattr(args, "port", None),
-                             max_cases=getattr(args, "k", None))
+    settings = load_settings(db=getattr(args, "db", None), host=getattr(args, "host", None),
+                             port=getattr(args, "port", None), max_cases=getattr(args, "k", None))
     from bot.index import IndexMismatch
 
     try:
         return {"ingest": run_ingest, "ask": run_ask, "chat": run_chat, "serve": run_serve,
-                "eval": run_eval, "feedback": run_feedback, "pathways": run_pathways}[args.command](args, settings)
+                "eval": run_eval, "feedback": run_feedback, "pathways": run_pathways, "teach": run_teach,
+                "quiz": run_quiz}[args.command](args, settings)
     except IndexMismatch as error:
         print(f"casebot: {error}", file=sys.stderr)
         return 2
@@ -83,6 +101,67 @@ def run_pathways(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(markdown_table(result))
     return 0
+
+
+def run_teach(args: argparse.Namespace, settings: Settings) -> int:
+    """The case's handout (walk-through, its quiz questions and answer key) from the case files."""
+    from bot.teaching import HandoutError, Session, TeachingError, WalkRecord
+
+    try:
+        teaching = _teaching(settings)
+        session = Session(walks=[WalkRecord(case_id=teaching.case(args.case_id).id)],
+                          questions=teaching.case_questions(args.case_id))
+        if args.format == "md" and args.output is None:
+            print(teaching.handout_markdown(session), end="")
+            return 0
+        out = args.output or Path(f"casebot-handout-{args.case_id}.{args.format}")
+        teaching.export(session, args.format, out)
+    except (TeachingError, HandoutError) as error:
+        print(f"casebot: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"casebot: cannot write {error.filename}: {error.strerror}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0
+
+
+def run_quiz(args: argparse.Namespace, settings: Settings) -> int:
+    """Quiz questions from the case files; without --seed a random seed, printed so the quiz can be repeated."""
+    import random
+
+    from bot.teaching import TeachingError
+
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1_000_000)
+    if args.seed is None:
+        print(f"seed {seed} (pass --seed {seed} to get this quiz again)", file=sys.stderr)
+    try:
+        teaching = _teaching(settings)
+        questions = teaching.quiz(args.n, args.organ, seed)
+    except TeachingError as error:
+        print(f"casebot: {error}", file=sys.stderr)
+        return 2
+    if not questions:
+        print("casebot: no quiz question can be made: no case has the metadata questions need "
+              "(failed and next therapies, antibodies, outcome)", file=sys.stderr)
+        return 2
+    if len(questions) < args.n:
+        print(f"only {len(questions)} questions could be made from these cases", file=sys.stderr)
+    if args.json:
+        print(json.dumps([q.model_dump() for q in questions], indent=2, ensure_ascii=False))
+    else:
+        print(teaching.quiz_markdown(questions, []))
+    return 0
+
+
+def _teaching(settings: Settings) -> Teaching:
+    """Teaching over the case files in settings.knowledge; files that cannot be used are named on stderr."""
+    from bot.teaching import Teaching
+
+    teaching, skipped = Teaching.from_files(settings)
+    for reason in skipped:
+        print(f"casebot: skipped {reason}", file=sys.stderr)
+    return teaching
 
 
 def run_ingest(args: argparse.Namespace, settings: Settings) -> int:

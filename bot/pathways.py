@@ -62,13 +62,25 @@ def pathway(cases: Iterable[Case], lexicon: Lexicon, failed: str, organ: str | N
     return Pathway(failed=failed_name, filters=filters, rows=rows)
 
 
-def markdown_table(result: Pathway) -> str:
-    """The pathway as a small Markdown table; each count carries the [case-id] markers it counts."""
+def shown_ids(result: Pathway, per_cell: int | None = None) -> list[str]:
+    """The case ids a table shows as markers: all, or the first `per_cell` of each cell."""
+    return list(dict.fromkeys(cid for row in result.rows for ids in row.outcomes.values() for cid in ids[:per_cell]))
+
+
+def markdown_table(result: Pathway, per_cell: int | None = None) -> str:
+    """The pathway as a small Markdown table; each cell carries the [case-id] markers of the cases it counts,
+    at most `per_cell` of them (then "+N more"), so a large library's table stays readable. The counts are
+    always complete."""
     header = f"After **{result.failed}** failed, the library records:"
     lines = [header, "", "| next therapy | cases | " + " | ".join(OUTCOME_ORDER) + " |",
              "|---|---|" + "---|" * len(OUTCOME_ORDER)]
     for row in result.rows:
-        cells = [" ".join(f"[{cid}]" for cid in row.outcomes.get(outcome, [])) for outcome in OUTCOME_ORDER]
+        cells = []
+        for outcome in OUTCOME_ORDER:
+            ids = row.outcomes.get(outcome, [])
+            shown = ids[:per_cell]
+            cells.append(" ".join(f"[{cid}]" for cid in shown) + (f" +{len(ids) - len(shown)} more" if
+                                                                    len(ids) > len(shown) else ""))
         lines.append(f"| {row.next_therapy} | {row.total} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

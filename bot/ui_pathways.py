@@ -1,0 +1,97 @@
+"""The web app's Pathways tab: after a therapy failed, what the library's cases tried next and how it went,
+as stacked bars (one colour per outcome) and the same table the chat answers show, each count citing its
+cases; a case table below opens any of them in full. Computed from the cases' front matter (bot/pathways.py),
+so nothing in it can be invented."""
+
+from __future__ import annotations
+
+from typing import get_args
+
+import gradio as gr
+import pandas as pd
+
+from bot.cases import ORGANS, Subtype
+from bot.conversation import CaseBot
+from bot.pathways import Pathway, markdown_table, pathway
+from bot.ui import answer_text, case_html
+
+OUTCOME_COLOURS = {"improved": "#15803d", "stabilised": "#65a30d", "partial": "#ca8a04", "worsened": "#ea580c",
+                   "died": "#b91c1c", "unknown": "#6b7280"}
+# Gradio's bar plot draws no legend entries inside its box here, so the caption says which colour is which.
+LEGEND = ("Bars stacked by outcome: dark green improved, light green stabilised, yellow partial, orange worsened, "
+          "red died, grey unknown.")
+CASE_COLUMNS = ["case", "title", "next therapy", "outcome"]
+
+
+def failed_choices(bot: CaseBot) -> list[str]:
+    """Therapies recorded as failed, the most often failed first (lexicon names, so MMF and CellCept are one)."""
+    counts: dict[str, int] = {}
+    for case in bot.retriever.cases.values():
+        for therapy in {bot.lexicon.canonical("therapies", t) or t for t in case.failed_therapies}:
+            counts[therapy] = counts.get(therapy, 0) + 1
+    return sorted(counts, key=lambda name: (-counts[name], name.lower()))
+
+
+def compute(bot: CaseBot, failed: str, organ: str, subtype: str) -> Pathway:
+    return pathway(bot.retriever.refresh().cases.values(), bot.lexicon, failed, organ=organ or None,
+                   subtype=subtype or None)
+
+
+def bars(result: Pathway) -> pd.DataFrame:
+    """One row per (next therapy, outcome) with its number of cases, for the stacked bar plot."""
+    rows = [{"next therapy": row.next_therapy, "outcome": outcome, "cases": len(ids)}
+            for row in result.rows for outcome, ids in row.outcomes.items()]
+    return pd.DataFrame(rows, columns=["next therapy", "outcome", "cases"])
+
+
+def case_rows(bot: CaseBot, result: Pathway) -> list[list[str]]:
+    cases = bot.retriever.cases
+    return [[cid, cases[cid].title if cid in cases else "", row.next_therapy, outcome]
+            for row in result.rows for outcome, ids in row.outcomes.items() for cid in ids]
+
+
+def summary(result: Pathway) -> str:
+    if not result.rows:
+        where = f" ({', '.join(f'{k}: {v}' for k, v in result.filters.items())})" if result.filters else ""
+        return f"No case in the library records **{result.failed}** as a failed therapy{where}."
+    return answer_text(markdown_table(result))
+
+
+def build_pathways_tab(bot: CaseBot, demo: gr.Blocks) -> None:
+    """The tab's components and events; called inside an open gr.Tab of `demo`. Also the `pathways` API
+    endpoint, which returns the same table as `casebot pathways --json`."""
+    choices = failed_choices(bot)
+    with gr.Row():
+        failed = gr.Dropdown(choices, value=choices[0] if choices else None, label="Failed therapy",
+                             allow_custom_value=True, elem_id="pathway-failed")
+        organ = gr.Dropdown([("any", ""), *((o, o) for o in ORGANS)], value="", label="Organ", elem_id="pathway-organ")
+        subtype = gr.Dropdown([("any", ""), *((s, s) for s in get_args(Subtype))], value="", label="Subtype",
+                              elem_id="pathway-subtype")
+    plot = gr.BarPlot(x="next therapy", y="cases", color="outcome", color_map=OUTCOME_COLOURS, y_title="cases",
+                      x_label_angle=-20, height=380, label="What was tried next, and how it went", caption=LEGEND,
+                      elem_id="pathway-plot")
+    table = gr.Markdown(elem_id="pathway-table")
+    cases = gr.Dataframe(headers=CASE_COLUMNS, interactive=False, wrap=True, max_height=300,
+                         label="The cases counted (select one to read it)", elem_id="pathway-cases")
+    case_view = gr.HTML(elem_id="pathway-case")
+
+    def show(failed_name: str | None, organ_name: str, subtype_name: str):
+        if not failed_name:
+            return bars(Pathway(failed="")), "Choose a failed therapy.", [], ""
+        result = compute(bot, failed_name, organ_name, subtype_name)
+        return bars(result), summary(result), case_rows(bot, result), ""
+
+    inputs, outputs = [failed, organ, subtype], [plot, table, cases, case_view]
+    gr.on([demo.load, *(control.change for control in inputs)], show, inputs, outputs, api_visibility="private")
+
+    def open_case(selected: gr.SelectData) -> str:
+        case = bot.retriever.cases.get(selected.row_value[0])
+        return case_html(case, bot.retriever.side) if case else "<p>That case is no longer in the library.</p>"
+
+    cases.select(open_case, None, case_view, api_visibility="private")
+
+    def pathways(failed: str, organ: str = "", subtype: str = "") -> dict:
+        """After `failed` failed: each next therapy with its cases per outcome (as `casebot pathways --json`)."""
+        return compute(bot, failed, organ, subtype).model_dump()
+
+    gr.api(pathways, api_name="pathways")

@@ -1,0 +1,260 @@
+"""The web app's Teach tab: a case walked through stage by stage up to "What would you consider next?", the
+group's answer, then the reveal; a quiz with its score kept for the session; a handout of the session.
+
+The cases come from the index the chat answers from (their text put back together from its chunks), so the
+tab teaches the same library the clinicians ask about. Everything from a case or typed by a user is escaped
+(case Markdown rendered with raw HTML off) before our own markup is added; citations show as chips."""
+
+from __future__ import annotations
+
+import html
+import random
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+
+from bot.cases import Case
+from bot.conversation import CaseBot
+from bot.teaching import (FORMATS, HandoutError, Question, Session, Stage, Teaching, TeachingError, WalkRecord,
+                          Walkthrough, markdown_html)
+from bot.ui import answer_text, as_text, case_markdown, chip, filter_choices, new_conversation_id
+
+WALK_INTRO = ("<p>Choose a case (or draw a random one by organ or therapy) and start: its stages show one at a "
+              "time, then the group answers before what was done is revealed.</p>")
+NO_QUIZ = "Start a quiz: its questions come from the cases' metadata and text."
+NO_SCORE = "Score: no question answered yet."
+FORMAT_LABELS = {"md": "Markdown", "html": "HTML", "pdf": "PDF"}
+
+
+def library(bot: CaseBot, cache: dict) -> Teaching:
+    """Teaching over the index's current cases, each with its text; rebuilt only when the index changes."""
+    side = bot.retriever.refresh()
+    if cache.get("version") != side.version:
+        cases = [case.model_copy(update={"body": case_markdown(side, cid)}) for cid, case in side.cases.items()]
+        cache.update(version=side.version, teaching=Teaching(cases, bot.lexicon, bot.settings.prompts_dir))
+    return cache["teaching"]
+
+
+def stage_html(stage: Stage, case_id: str | None) -> str:
+    """One stage: its heading (with the case's chip once revealed) and its text."""
+    cited = f" {chip(case_id)}" if case_id else ""
+    return (f'<section class="teach-stage" data-stage="{html.escape(stage.heading)}">'
+            f"<h4>{html.escape(stage.heading)}{cited}</h4>{markdown_html(stage.text)}</section>")
+
+
+def walk_html(teaching: Teaching, walk: Walkthrough, shown: int, revealed: bool, group_answer: str) -> str:
+    """The walk-through so far. Before the reveal neither the title nor the id shows (both name the therapy
+    that followed); afterwards every part is cited."""
+    words, case = teaching.wording, walk.case
+    facts = [f for f in (case.subtype, ", ".join(case.organs), ", ".join(case.antibodies)) if f and f != "unknown"]
+    head = (f"<h3>{html.escape(case.title)} {chip(case.id)}</h3>" if revealed
+            else f"<h3>{html.escape(words['case_heading'])}</h3>")
+    parts = [head + (f'<p class="teach-facts">{html.escape(" · ".join(facts))}</p>' if facts else "")]
+    parts += [stage_html(stage, case.id if revealed else None) for stage in walk.before[:shown]]
+    if shown >= len(walk.before):
+        said = (f'<blockquote class="teach-group-answer">{html.escape(group_answer)}</blockquote>'
+                if revealed and group_answer.strip() else "")
+        hint = "" if revealed else f"<p>{html.escape(words['pause_hint'])}</p>"
+        parts.append(f'<section class="teach-pause"><h4>{html.escape(words["pause"])}</h4>{hint}{said}</section>')
+    if revealed:
+        reveal = [stage_html(stage, case.id) for stage in walk.reveal]
+        if walk.summary:
+            summary = words["reveal_summary"].format(summary=walk.summary)
+            reveal.append(f'<p class="teach-summary">{html.escape(summary)} {chip(case.id)}</p>')
+        parts.append(f'<div class="teach-reveal">{"".join(reveal)}</div>')
+        parts += [stage_html(stage, case.id) for stage in walk.teaching]
+        items = "".join(f'<li data-case="{html.escape(r.case_id)}">{chip(r.case_id)} {html.escape(r.title)}: '
+                        f"{html.escape('; '.join(r.shared))}</li>" for r in walk.related)
+        parts.append(f'<section class="teach-related"><h4>{html.escape(words["related_heading"])}</h4>'
+                     + (f"<ul>{items}</ul>" if items else f"<p>{html.escape(words['related_none'])}</p>")
+                     + "</section>")
+    return f'<div class="teach-walk" data-case-shown="{int(revealed)}">{"".join(parts)}</div>'
+
+
+def question_markdown(quiz: dict) -> str:
+    number, questions = quiz["current"], quiz["questions"]
+    return f"**Question {number + 1} of {len(questions)}**\n\n{as_text(questions[number].question)}"
+
+
+def score_markdown(session: Session) -> str:
+    if not session.responses:
+        return NO_SCORE
+    right = sum(r == q.answer for q, r in zip(session.questions, session.responses))
+    return f"Score: **{right} of {len(session.responses)}** answered correctly this session."
+
+
+def pickers(cases: list[Case]) -> tuple[list[str], dict[str, list[tuple[str, str]]]]:
+    """The case ids to walk through, and the organ and therapy choices ("any" first) found in the library."""
+    return sorted(case.id for case in cases), filter_choices(cases)
+
+
+def build_teach_tab(bot: CaseBot, demo: gr.Blocks) -> None:
+    """The Teach tab's components and events; called inside an open gr.Tab of `demo`."""
+    cache: dict = {}
+    ids, choices = pickers(list(bot.retriever.cases.values()))
+    session = gr.State(Session)
+    handout_id = gr.State(new_conversation_id)  # the folder this session's handouts are written to
+    walk = gr.State(None)  # {"case_id", "shown", "revealed", "group_answer"}
+    quiz = gr.State(None)  # {"questions", "current", "answered"}
+
+    gr.Markdown("### Walk through a case")
+    with gr.Row():
+        case_pick = gr.Dropdown(ids, value=None, label="Case", elem_id="teach-case")
+        organ = gr.Dropdown(choices["organ"], value="", label="Random case: organ", elem_id="teach-organ")
+        therapy = gr.Dropdown(choices["therapy"], value="", label="Random case: therapy", elem_id="teach-therapy")
+    with gr.Row():
+        start = gr.Button("Start walk-through", variant="primary", elem_id="teach-start")
+        draw = gr.Button("Random case", elem_id="teach-random")
+    walk_view = gr.HTML(WALK_INTRO, elem_id="teach-walk")
+    next_stage = gr.Button("Next stage", visible=False, elem_id="teach-next")
+    group_answer = gr.Textbox(label="What would you consider next? The group's answer", lines=2, visible=False,
+                              elem_id="teach-group-answer")
+    reveal = gr.Button("Reveal what was done", variant="primary", visible=False, elem_id="teach-reveal")
+    teach_status = gr.Markdown(elem_id="teach-status")
+
+    gr.Markdown("### Quiz")
+    with gr.Row():
+        quiz_n = gr.Number(5, precision=0, minimum=1, maximum=50, label="Questions", elem_id="quiz-n")
+        quiz_organ = gr.Dropdown(choices["organ"], value="", label="Organ", elem_id="quiz-organ")
+        quiz_seed = gr.Number(1, precision=0, label="Seed (the same seed gives the same quiz)", elem_id="quiz-seed")
+    quiz_start = gr.Button("New quiz", variant="primary", elem_id="quiz-start")
+    quiz_question = gr.Markdown(NO_QUIZ, elem_id="quiz-question")
+    quiz_options = gr.Radio([], label="Options", elem_id="quiz-options")
+    with gr.Row():
+        quiz_answer = gr.Button("Answer", interactive=False, elem_id="quiz-answer")
+        quiz_next = gr.Button("Next question", interactive=False, elem_id="quiz-next")
+    quiz_feedback = gr.Markdown(elem_id="quiz-feedback")
+    quiz_score = gr.Markdown(NO_SCORE, elem_id="quiz-score")
+
+    gr.Markdown("### Handout")
+    with gr.Row():
+        handout_format = gr.Radio([(FORMAT_LABELS[f], f) for f in FORMATS], value="md", label="Format",
+                                  elem_id="handout-format")
+        handout_export = gr.Button("Export handout", elem_id="handout-export")
+    handout_file = gr.File(label="Handout of this session", interactive=False, elem_id="handout-file")
+    handout_status = gr.Markdown(elem_id="handout-status")
+
+    def current_choices():
+        """Each page load offers the library as it is now (cases may have been added since the start)."""
+        now_ids, now = pickers(list(library(bot, cache).cases))
+        return (gr.Dropdown(choices=now_ids), gr.Dropdown(choices=now["organ"]), gr.Dropdown(choices=now["therapy"]),
+                gr.Dropdown(choices=now["organ"]))
+
+    demo.load(current_choices, None, [case_pick, organ, therapy, quiz_organ], api_visibility="private")
+
+    walk_outputs = [walk_view, walk, next_stage, group_answer, reveal, session, teach_status]
+
+    def shown_walk(state: dict, records: Session, fresh: bool = False):
+        """The walk-through in `state`, with the controls its point calls for (the answer box emptied when
+        the walk-through is `fresh`)."""
+        teaching = library(bot, cache)
+        try:
+            walkthrough = teaching.walkthrough(state["case_id"])
+        except TeachingError as error:  # the case left the library since
+            return WALK_INTRO, None, gr.Button(visible=False), gr.Textbox(visible=False), gr.Button(
+                visible=False), records, as_text(str(error))
+        paused = state["shown"] >= len(walkthrough.before) and not state["revealed"]
+        return (walk_html(teaching, walkthrough, state["shown"], state["revealed"], state["group_answer"]), state,
+                gr.Button(visible=state["shown"] < len(walkthrough.before)),
+                gr.Textbox(visible=paused, value="") if fresh else gr.Textbox(visible=paused),
+                gr.Button(visible=paused), records, "")
+
+    def begin(case_id: str, records: Session):
+        if not case_id:
+            return *[gr.skip()] * 6, "Choose a case first, or draw a random one."
+        teaching = library(bot, cache)
+        try:
+            first = 1 if teaching.walkthrough(case_id).before else 0
+        except TeachingError as error:
+            return *[gr.skip()] * 6, as_text(str(error))
+        walks = [w for w in records.walks if w.case_id != case_id] + [WalkRecord(case_id=case_id)]
+        records = records.model_copy(update={"walks": walks})
+        return shown_walk({"case_id": case_id, "shown": first, "revealed": False, "group_answer": ""}, records,
+                          fresh=True)
+
+    start.click(begin, [case_pick, session], walk_outputs, api_visibility="private")
+
+    def begin_random(organ_value: str, therapy_value: str, records: Session):
+        try:
+            case = library(bot, cache).pick(random.Random(), organ_value or None, therapy_value or None)
+        except TeachingError as error:
+            return *[gr.skip()] * 6, as_text(str(error))
+        return begin(case.id, records)
+
+    draw.click(begin_random, [organ, therapy, session], walk_outputs, api_visibility="private")
+
+    def advance(state: dict | None, records: Session):
+        if not state:
+            return *[gr.skip()] * 6, "Start a walk-through first."
+        return shown_walk(state | {"shown": state["shown"] + 1}, records)
+
+    next_stage.click(advance, [walk, session], walk_outputs, api_visibility="private")
+
+    def show_reveal(answer: str, state: dict | None, records: Session):
+        if not state:
+            return *[gr.skip()] * 6, "Start a walk-through first."
+        walks = [w.model_copy(update={"group_answer": answer}) if w.case_id == state["case_id"] else w
+                 for w in records.walks]
+        return shown_walk(state | {"revealed": True, "group_answer": answer},
+                          records.model_copy(update={"walks": walks}))
+
+    reveal.click(show_reveal, [group_answer, walk, session], walk_outputs, api_visibility="private")
+
+    quiz_outputs = [quiz, quiz_question, quiz_options, quiz_answer, quiz_next, quiz_feedback]
+
+    def new_quiz(n: float | None, organ_value: str, seed: float | None):
+        try:
+            questions = library(bot, cache).quiz(int(n or 0), organ_value or None, int(seed or 0))
+        except TeachingError as error:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), as_text(str(error))
+        if not questions:
+            return (None, "No question can be made from these cases (they lack the metadata questions need).",
+                    gr.Radio(choices=[], value=None), gr.Button(interactive=False), gr.Button(interactive=False), "")
+        state = {"questions": questions, "current": 0, "answered": False}
+        return (state, question_markdown(state), gr.Radio(choices=questions[0].options, value=None),
+                gr.Button(interactive=True), gr.Button(interactive=len(questions) > 1), "")
+
+    quiz_start.click(new_quiz, [quiz_n, quiz_organ, quiz_seed], quiz_outputs, api_visibility="private")
+
+    def check(choice: str | None, state: dict | None, records: Session):
+        if not state:
+            return gr.skip(), gr.skip(), gr.skip(), "Start a quiz first."
+        if state["answered"]:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        if not choice:
+            return gr.skip(), gr.skip(), gr.skip(), "Choose an option first."
+        question: Question = state["questions"][state["current"]]
+        verdict = ("**Correct.**" if choice == question.answer
+                   else f"**Not quite**: the answer is **{as_text(question.answer)}**.")
+        records = records.model_copy(update={"questions": [*records.questions, question],
+                                             "responses": [*records.responses, choice]})
+        return (state | {"answered": True}, records, score_markdown(records),
+                f"{verdict}\n\n{answer_text(question.explanation)}")
+
+    quiz_answer.click(check, [quiz_options, quiz, session], [quiz, session, quiz_score, quiz_feedback],
+                      api_visibility="private")
+
+    def next_question(state: dict | None):
+        if not state or state["current"] + 1 >= len(state["questions"]):
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), "That was the last question."
+        state = state | {"current": state["current"] + 1, "answered": False}
+        question = state["questions"][state["current"]]
+        return (state, question_markdown(state), gr.Radio(choices=question.options, value=None), gr.skip(),
+                gr.Button(interactive=state["current"] + 1 < len(state["questions"])), "")
+
+    quiz_next.click(next_question, quiz, quiz_outputs, api_visibility="private")
+
+    def export(fmt: str, records: Session, folder_id: str):
+        if not records.walks and not records.questions:
+            return gr.skip(), "Walk through a case or answer a quiz question first: the handout covers the session."
+        out = Path(tempfile.gettempdir()) / "casebot-handouts" / folder_id / f"casebot-handout.{fmt}"
+        try:
+            library(bot, cache).export(records, fmt, out)
+        except (HandoutError, TeachingError, OSError) as error:
+            return gr.skip(), as_text(f"The handout could not be written: {error}")
+        cases = len(records.walks)
+        return str(out), f"Handout ready ({FORMAT_LABELS[fmt]}): {cases} cases, {len(records.questions)} questions."
+
+    handout_export.click(export, [handout_format, session, handout_id], [handout_file, handout_status],
+                         api_visibility="private")

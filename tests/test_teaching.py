@@ -1,0 +1,278 @@
+"""Teaching mode over the real case library: walk-throughs staged from the case files, quiz answer keys
+checked against the cases' front matter, seeds that repeat a quiz (also across processes), handouts in
+Markdown, HTML and PDF (printed by the real chromium), and plain or PDF cases staged by paragraphs."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from pypdf import PdfReader
+
+from bot.cases import ORGANS, Case, load_cases
+from bot.lexicon import Lexicon
+from bot.settings import load_settings
+from bot.teaching import KINDS, Question, Session, Teaching, WalkRecord, print_pdf
+from bot.text import sentences
+from conftest import KNOWLEDGE, run_casebot, write_case
+
+LEXICON = Lexicon.load(KNOWLEDGE / "lexicon.yaml")
+STANDARD = ["Presentation", "Prior treatment", "Resistance", "Next therapy", "Outcome", "Teaching points"]
+SEEDS = range(25)
+CASE = "ild-mmf-failure-nintedanib"
+
+
+@pytest.fixture(scope="module")
+def teaching() -> Teaching:
+    teaching, skipped = Teaching.from_files(load_settings(knowledge=KNOWLEDGE))
+    assert not skipped
+    return teaching
+
+
+def files() -> dict[str, Case]:
+    """The shipped cases as their files say, read here rather than through teaching mode."""
+    cases, _ = load_cases([KNOWLEDGE], LEXICON)
+    return {case.id: case for case in cases}
+
+
+def section(case: Case, heading: str) -> str:
+    found = re.search(rf"^## {re.escape(heading)}\n([\s\S]*?)(?=^## |\Z)", case.body, re.MULTILINE)
+    return found.group(1).strip() if found else ""
+
+
+def names(therapy: str) -> list[str]:
+    """Every way the lexicon writes a therapy."""
+    return next((list(t.aliases) for t in LEXICON.terms if t.group == "therapies" and t.canonical == therapy),
+                [therapy])
+
+
+def mentions(text: str, aliases: list[str]) -> bool:
+    return any(re.search(rf"(?<![\w-]){re.escape(alias)}(?!\w)", text, re.IGNORECASE) for alias in aliases)
+
+
+def squeeze(text: str) -> str:
+    return " ".join(text.split())
+
+
+def check_against_files(question: Question, cases: dict[str, Case]) -> None:
+    """The answer key is what the case file records, and no other option is also right by it."""
+    case = cases[question.case_id]
+    others = [option for option in question.options if option != question.answer]
+    assert question.answer in question.options
+    assert len({option.lower() for option in question.options}) == len(question.options), question.options
+    assert 3 <= len(question.options) <= 4
+    assert f"[{case.id}]" in question.explanation
+    assert case.id not in question.question and case.title not in question.question  # both give answers away
+    if question.kind == "next-therapy":
+        assert question.answer in case.next_therapies
+        assert all(therapy in question.question for therapy in case.failed_therapies)
+        assert not set(others) & set(case.therapies)
+        assert not any(mentions(section(case, "Next therapy"), names(option)) for option in others), others
+    elif question.kind in ("antibody", "antibody-risk"):
+        assert question.answer in case.antibodies
+        assert not set(others) & set(case.antibodies)
+        aliases = next(t.aliases for t in LEXICON.terms if t.group == "antibodies" and t.canonical == question.answer)
+        assert not mentions(question.question, list(aliases)), question.question  # the answer is not in the stem
+        if question.kind == "antibody-risk":
+            blanked = re.search(r"“(.+)”", question.question).group(1)
+            whole = re.search(r"“(.+)”", question.explanation).group(1)
+            assert squeeze(whole) in squeeze(case.body)  # the case's own sentence
+            assert re.search(r"\b(risk|linked to|associated with)\b", whole, re.IGNORECASE)
+            filled = re.fullmatch(re.escape(blanked).replace("_____", "(.+?)"), whole)
+            assert filled and all(name.lower() in {a.lower() for a in aliases} for name in filled.groups())
+    else:
+        assert question.kind == "outcome"
+        assert question.answer == case.outcome != "unknown"
+        assert all(therapy in question.question for therapy in case.therapies)
+
+
+def test_every_answer_key_matches_its_case_file_over_many_seeds_and_every_organ(teaching):
+    cases = files()
+    organs = [organ for organ in ORGANS if any(organ in case.organs for case in cases.values())]
+    kinds = set()
+    checked = 0
+    quizzable = {organ: sum(1 for c in cases.values() if (not organ or organ in c.organs)
+                            and teaching.case_questions(c.id)) for organ in [None, *organs]}
+    for seed in SEEDS:
+        for organ in [None, *organs]:
+            questions = teaching.quiz(n=8, organ=organ, seed=seed)
+            assert questions, (seed, organ)
+            ids = [q.case_id for q in questions]
+            assert len(set(ids)) == min(len(ids), quizzable[organ])  # a case repeats only once all have a question
+            for question in questions:
+                if organ:
+                    assert organ in cases[question.case_id].organs
+                check_against_files(question, cases)
+                kinds.add(question.kind)
+                checked += 1
+    assert kinds == set(KINDS)
+    assert checked > 1000
+    for case_id in cases:  # and every question any case allows
+        for question in teaching.case_questions(case_id, seed=5):
+            check_against_files(question, cases)
+
+
+def test_the_same_seed_gives_the_same_quiz_and_other_seeds_other_quizzes(teaching):
+    again, _ = Teaching.from_files(load_settings(knowledge=KNOWLEDGE))
+    first = teaching.quiz(n=6, seed=42)
+    assert len(first) == 6
+    assert again.quiz(n=6, seed=42) == first
+    assert teaching.quiz(n=6, organ="lung", seed=42) == again.quiz(n=6, organ="ILD", seed=42)  # lexicon synonym
+    assert any(teaching.quiz(n=6, seed=seed) != first for seed in (1, 2, 3))
+
+
+def test_a_walkthrough_follows_the_case_sections_then_the_related_cases_of_the_library(teaching):
+    cases = files()
+    for case in cases.values():
+        walk = teaching.walkthrough(case.id)
+        headings = [stage.heading for stage in walk.before + walk.reveal + walk.teaching]
+        assert headings == [h for h in STANDARD if section(case, h)], case.id
+        assert [s.heading for s in walk.before] == STANDARD[:3]  # the pause comes after the resistance
+        for stage in walk.before + walk.reveal + walk.teaching:
+            assert squeeze(stage.text) == squeeze(section(case, stage.heading).replace("[", "(").replace("]", ")"))
+        assert walk.related, case.id
+        for related in walk.related:
+            other = cases[related.case_id]
+            assert other.id != case.id
+            assert set(other.failed_therapies) & set(case.failed_therapies) or set(other.organs) & set(case.organs)
+    walk = teaching.walkthrough(CASE)  # cases sharing the failed therapy come before those sharing only an organ
+    sharing = [r.case_id for r in walk.related if "mycophenolate mofetil" in cases[r.case_id].failed_therapies]
+    assert [r.case_id for r in walk.related][: len(sharing)] == sharing and sharing
+
+
+@pytest.fixture(scope="module")
+def mixed_library(tmp_path_factory) -> Path:
+    """A library with one front-matter case and three without standard sections: text, Markdown, PDF."""
+    folder = tmp_path_factory.mktemp("mixed") / "knowledge"
+    cases = folder / "cases"
+    write_case(cases, id="std-case", organs="lung", failed="MMF", next="nintedanib", outcome="stabilised")
+    (cases / "ulcer-note.txt").write_text(
+        "Digital ulcers in limited SSc\n\nA woman had digital ulcers despite nifedipine.\n\n"
+        "Sildenafil was added at 20 mg three times daily.\n\nThe ulcers healed within three months.\n",
+        encoding="utf-8")
+    (cases / "renal-report.md").write_text(
+        "# Renal crisis report\n\nA man presented with renal crisis and a rising creatinine.\n\n"
+        "Captopril was increased every day.\n\nKidney function recovered without dialysis.\n", encoding="utf-8")
+    page = ("<html><body><p>Scanned calcinosis report</p><p>A woman had calcinosis of the fingers. "
+            "Topical nitrates did not help. Deposits kept growing for a year. Surgery removed the largest deposit. "
+            "The wound healed slowly. Pain improved afterwards.</p></body></html>")
+    print_pdf(page, cases / "scanned-calcinosis.pdf")
+    return folder
+
+
+def test_cases_without_sections_are_staged_by_paragraphs_and_left_out_of_quizzes(mixed_library):
+    teaching, skipped = Teaching.from_files(load_settings(knowledge=mixed_library))
+    assert not skipped
+    assert set(teaching.by_id) == {"std-case", "ulcer-note", "renal-report", "scanned-calcinosis"}
+    for case_id in ("ulcer-note", "renal-report", "scanned-calcinosis"):
+        walk = teaching.walkthrough(case_id)
+        assert walk.before and walk.reveal and not walk.teaching, case_id
+        assert [s.heading for s in walk.before + walk.reveal] == [f"Part {n}" for n in
+                                                                   range(1, len(walk.before) + 2)]
+        staged = squeeze(" ".join(s.text for s in walk.before + walk.reveal))
+        body = teaching.by_id[case_id].body
+        assert all(squeeze(sentence) in staged for sentence in sentences(body) if not sentence.startswith("#"))
+        assert walk.summary == "" and walk.related == []
+        handout = teaching.handout_markdown(Session(walks=[WalkRecord(case_id=case_id)]))
+        assert "What would you consider next?" in handout and f"[{case_id}]" in handout
+    assert "healed" in teaching.walkthrough("ulcer-note").reveal[0].text  # the last paragraph is the reveal
+    assert len(teaching.walkthrough("scanned-calcinosis").before) >= 1  # one PDF block, split by sentences
+    for seed in SEEDS:
+        assert {q.case_id for q in teaching.quiz(n=10, seed=seed)} == {"std-case"}
+
+    result = run_casebot("teach", "scanned-calcinosis", env={"CASEBOT_KNOWLEDGE": str(mixed_library)})
+    assert result.returncode == 0, result.stderr
+    assert "Part 1" in result.stdout and "Pain improved afterwards" in result.stdout
+
+
+def test_quiz_json_from_the_cli_is_the_same_for_a_seed_in_any_process(teaching):
+    runs = [run_casebot("quiz", "--n", "6", "--seed", "11", "--json", env={"PYTHONHASHSEED": hash_seed})
+            for hash_seed in ("1", "2")]
+    assert all(run.returncode == 0 for run in runs), runs[0].stderr
+    assert runs[0].stdout == runs[1].stdout
+    quiz = json.loads(runs[0].stdout)
+    assert len(quiz) == 6
+    for item in quiz:
+        assert {"question", "options", "answer", "case_id", "explanation"} <= set(item)
+        assert item["answer"] in item["options"]
+    assert quiz == [q.model_dump() for q in teaching.quiz(n=6, seed=11)]
+    plain = run_casebot("quiz", "--n", "2", "--organ", "kidney", "--seed", "3")
+    assert plain.returncode == 0 and "## Answer key" in plain.stdout
+    assert "seed" not in plain.stderr  # a given seed is not announced; a random one is
+    drawn = run_casebot("quiz", "--n", "1", "--json")
+    seed = re.search(r"--seed (\d+)", drawn.stderr).group(1)
+    assert run_casebot("quiz", "--n", "1", "--json", "--seed", seed).stdout == drawn.stdout
+
+
+def test_unknown_case_ids_and_organs_are_refused_by_name(teaching):
+    result = run_casebot("teach", "ild-mmf-failure-nintedanb")
+    assert result.returncode == 2 and not result.stdout
+    assert "'ild-mmf-failure-nintedanb'" in result.stderr and CASE in result.stderr  # the near miss is offered
+    result = run_casebot("quiz", "--organ", "lungs")
+    assert result.returncode == 2
+    assert "'lungs'" in result.stderr and "lung, pulmonary-hypertension" in result.stderr
+    result = run_casebot("quiz", "--n", "0")
+    assert result.returncode == 2 and "not 0" in result.stderr
+
+
+def test_teach_prints_markdown_and_writes_html_and_pdf_handouts(teaching, tmp_path):
+    case = files()[CASE]
+    result = run_casebot("teach", CASE)
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    order = [text.index(f"### {h}") for h in STANDARD[:3]] + [text.index("What would you consider next?")] + [
+        text.index(f"### {h} [{CASE}]") for h in STANDARD[3:]]
+    assert order == sorted(order)  # staged, the pause before the reveal
+    assert all(squeeze(s) in squeeze(text) for h in STANDARD for s in sentences(section(case, h)))
+    assert text.index("## Quiz") < text.index("## Answer key")
+    assert len(re.findall(r"^\d+\. \*\*[A-D]\. ", text, re.MULTILINE)) == len(teaching.case_questions(CASE)) == 3
+    for related in teaching.walkthrough(CASE).related:
+        assert f"- [{related.case_id}]" in text
+
+    page = tmp_path / "out" / "handout.html"
+    result = run_casebot("teach", CASE, "--format", "html", "--output", str(page))
+    assert result.returncode == 0, result.stderr
+    assert Path(result.stdout.strip()).resolve() == page.resolve()
+    shown = page.read_text(encoding="utf-8")
+    assert f'<span class="cite">[{CASE}]</span>' in shown and "<style>" in shown and "http" not in shown
+
+    pdf = tmp_path / "handout.pdf"
+    result = run_casebot("teach", CASE, "--format", "pdf", "--output", str(pdf))
+    assert result.returncode == 0, result.stderr
+    assert pdf.read_bytes().startswith(b"%PDF-")
+    printed = "\n".join(p.extract_text() for p in PdfReader(pdf).pages)
+    assert CASE in printed and "What would you consider next?" in printed and "Answer key" in printed
+
+
+def test_a_pdf_handout_without_chromium_says_so_and_writes_nothing(tmp_path):
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    out = tmp_path / "handout.pdf"
+    result = run_casebot("teach", CASE, "--format", "pdf", "--output", str(out), env={"PATH": str(empty)})
+    assert result.returncode == 2
+    assert "chromium" in result.stderr and "not installed" in result.stderr
+    assert not out.exists()
+
+
+def test_handouts_keep_the_groups_answers_and_show_case_html_as_text(tmp_path):
+    cases = tmp_path / "knowledge" / "cases"
+    write_case(cases, id="xss-case", organs="kidney", failed="ACE inhibitors", next="plasma exchange",
+               outcome="stabilised", presentation="<script>alert(1)</script> <img src=x onerror=alert(2)> "
+               "See [other-case] too.")
+    write_case(cases, id="other-case", organs="kidney", failed="ACE inhibitors", next="eculizumab", outcome="died")
+    teaching, _ = Teaching.from_files(load_settings(knowledge=tmp_path / "knowledge"))
+    questions = teaching.case_questions("xss-case")
+    wrong = next(option for option in questions[0].options if option != questions[0].answer)
+    session = Session(walks=[WalkRecord(case_id="xss-case", group_answer="<b>Plasma exchange</b>, then [x-case]")],
+                      questions=questions[:2], responses=[wrong, questions[1].answer])
+    text = teaching.handout_markdown(session)
+    assert "> <b>Plasma exchange</b>, then (x-case)" in text  # the group's words, unable to plant a citation
+    assert f"Group's choice: {wrong} (wrong)." in text and f"Group's choice: {questions[1].answer} (correct)." in text
+    assert "(other-case)" in text and "See [other-case]" not in text
+    page = teaching.handout_html(session)
+    assert "<script>" not in page and "<img" not in page and "<b>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "&lt;b&gt;Plasma exchange&lt;/b&gt;" in page
+    assert '<span class="cite">[other-case]</span>' in page  # cited as a related case, not planted
+    assert page.count('<span class="cite">[x-case]</span>') == 0
