@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from bot.chunking import SUMMARY_SECTION
 from bot.pathways import Pathway, failed_therapy_asked, markdown_table, pathway, shown_ids
 from bot.retrieval import CaseHit, Concept, Retriever
 from bot.settings import Settings
@@ -84,9 +85,9 @@ def compose(question: str, hits: list[CaseHit], concepts: list[Concept], retriev
         cited = {c.case_id for c in citations}
         for case_id in shown_ids(table, settings.table_cases_per_cell):
             if case_id not in cited:
-                hit = CaseHit(retriever.cases[case_id], 0.0, 0.0)
-                citations.append(Citation(case_id=case_id, title=hit.case.title, source=hit.case.source or hit.case.path,
-                                          passages=best_sentences(hit, concepts, retriever, 1), score=0.0))
+                case = retriever.cases[case_id]
+                citations.append(Citation(case_id=case_id, title=case.title, source=case.source or case.path,
+                                          passages=table_evidence(case_id, retriever), score=0.0))
         blocks.append("\n" + markdown_table(table, settings.table_cases_per_cell))
     note = prompt(settings.prompts_dir, "educational_note.md")
     return "\n".join(blocks) + "\n\n" + note, citations
@@ -96,20 +97,32 @@ def pathway_for(question: str, retriever: Retriever, filters: dict[str, str] | N
     """For "what was tried after X failed?", the pathway across every case where X failed (two at least),
     within the active filters and the organ the question names."""
     lexicon = retriever.lexicon
-    allowed = retriever.allowed_cases(filters)
-    cases = [c for cid, c in retriever.cases.items() if allowed is None or cid in allowed]
-    failed = failed_therapy_asked(question, lexicon, cases)
+    by_failed = retriever.side.cases_by_failed(lexicon)
+    failed = failed_therapy_asked(question, lexicon, by_failed)
     if not failed:
         return None
+    allowed = retriever.allowed_cases(filters)
+    cases = [case for case in by_failed[failed] if allowed is None or case.id in allowed]
     organ = next((t.canonical for t in lexicon.find(question) if t.group == "organs"), None)
     table = pathway(cases, lexicon, failed, organ=organ)
     return table if len(table.case_ids()) >= 2 else None
 
 
+def table_evidence(case_id: str, retriever: Retriever) -> list[str]:
+    """The passage of a case cited by a pathway table alone: the first sentence of its Next therapy section,
+    which says what its row counts. Picked without scoring: a large library's table cites dozens of cases."""
+    passages = [meta for meta in retriever.side.case_passages(case_id) if meta["section"] != SUMMARY_SECTION]
+    for meta in sorted(passages, key=lambda meta: meta["section"].lower() != "next therapy"):  # stable sort
+        found = sentences(meta["text"])
+        if found:
+            return [defused(found[0])]
+    return []
+
+
 def best_sentences(hit: CaseHit, concepts: list[Concept], retriever: Retriever, n: int) -> list[str]:
     """The case's sentences that share most with the question, in the order they appear in the case."""
     candidates = [(meta["section"], sentence) for meta in retriever.side.case_passages(hit.case.id)
-                  if meta["section"] != "Summary" for sentence in sentences(meta["text"])]
+                  if meta["section"] != SUMMARY_SECTION for sentence in sentences(meta["text"])]
     if not candidates:
         return []
     scored = []

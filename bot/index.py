@@ -252,6 +252,7 @@ class SideIndex:
     bm25: bm25s.BM25
     doc_freq: dict[str, int]
     case_tokens: dict[str, set[str]]
+    _by_failed: dict[str, list[Case]] | None = field(default=None, repr=False, compare=False)
 
     @cached_property
     def row_of(self) -> dict[str, int]:
@@ -271,6 +272,17 @@ class SideIndex:
         for row, case_id in enumerate(self.chunk_case):
             rows[case_id].append(row)
         return dict(rows)
+
+    def cases_by_failed(self, lexicon: Lexicon) -> dict[str, list[Case]]:
+        """Cases by each therapy they record as failed (lexicon names), worked out once per side index so that
+        a pathway question does not walk the whole library."""
+        if self._by_failed is None:
+            found: dict[str, list[Case]] = defaultdict(list)
+            for case in sorted(self.cases.values(), key=lambda c: c.id):
+                for name in dict.fromkeys(lexicon.canonical("therapies", t) or t for t in case.failed_therapies):
+                    found[name].append(case)
+            self._by_failed = dict(found)
+        return self._by_failed
 
     def case_passages(self, case_id: str) -> list[dict]:
         """Every chunk's metadata for one case, in document order."""

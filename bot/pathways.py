@@ -6,7 +6,7 @@ cannot contain anything the library does not record."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from pydantic import BaseModel
 
@@ -85,12 +85,11 @@ def markdown_table(result: Pathway, per_cell: int | None = None) -> str:
     return "\n".join(lines)
 
 
-def failed_therapy_asked(question: str, lexicon: Lexicon, cases: Iterable[Case]) -> str | None:
-    """The therapy a question says has failed ("progressing on MMF", "after rituximab failed"), if any case
-    records that failure; None when the question does not ask for a pathway."""
+def failed_therapy_asked(question: str, lexicon: Lexicon, recorded: Collection[str]) -> str | None:
+    """The therapy a question says has failed ("progressing on MMF", "after rituximab failed"), if it is one
+    of the `recorded` failed therapies (lexicon names); None when the question does not ask for a pathway."""
     if not FAILURE_WORDS.search(question):
         return None
-    recorded = {lexicon.canonical("therapies", t) or t for case in cases for t in case.failed_therapies}
     for term in lexicon.find(question):
         if term.group == "therapies" and term.canonical in recorded:
             return term.canonical

@@ -148,16 +148,18 @@ class Retriever:
         return {rows[cid]: 1.0 - dist for cid, dist in zip(result["ids"][0], result["distances"][0]) if cid in rows}
 
     def _fill_similarity(self, hits: list[CaseHit], query_vector: list[float]) -> None:
-        """Cases found by BM25 alone get their similarity from a dense query restricted to them."""
+        """Cases found by BM25 alone get their similarity from their chunks' stored vectors, fetched by id
+        (a lookup by key: a filtered nearest-neighbour query scans the metadata and slows with the library)."""
         if not hits:
             return
         by_id = {h.case.id: h for h in hits}
-        result = self.index.collection.query(
-            query_embeddings=[query_vector], where={"case_id": {"$in": sorted(by_id)}},
-            n_results=min(len(self.side.chunk_ids), 4 * len(hits)), include=["distances", "metadatas"])
-        for meta, distance in zip(result["metadatas"][0], result["distances"][0]):
+        rows = [row for cid in by_id for row in self.side.rows_of_case.get(cid, [])]
+        got = self.index.collection.get(ids=[self.side.chunk_ids[row] for row in rows],
+                                        include=["embeddings", "metadatas"])
+        similarities = np.asarray(got["embeddings"], dtype=np.float32) @ np.asarray(query_vector, dtype=np.float32)
+        for meta, similarity in zip(got["metadatas"], similarities):
             hit = by_id[meta["case_id"]]
-            hit.similarity = max(hit.similarity, 1.0 - distance)
+            hit.similarity = max(hit.similarity, float(similarity))
 
     def corrected(self, tokens: list[str]) -> list[str]:
         """Words the library does not know replaced by a close spelling it does ("toclizumab")."""
