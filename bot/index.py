@@ -12,6 +12,7 @@ import hashlib
 import json
 import shutil
 import sys
+import tempfile
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -35,6 +36,8 @@ from bot.settings import Settings
 from bot.text import TOKENIZER_VERSION, tokenize
 
 UPSERT_BATCH = 256
+# The collection's version stamp while an ingest is writing: readers keep what they have until it is done.
+INGESTING = "ingesting-"
 
 
 class IndexMismatch(RuntimeError):
@@ -184,7 +187,7 @@ class CaseIndex:
                                 if prune and cid not in current and entry["path"] not in kept_paths)
         if not (to_embed or report.removed) and self.cache_dir.joinpath("version").exists():
             return report
-        self._stamp(f"ingesting-{uuid.uuid4().hex}")
+        self._stamp(f"{INGESTING}{uuid.uuid4().hex}")
         for cid in [*report.removed, *(c.id for c in to_embed if c.id in stored)]:
             self.collection.delete(ids=stored[cid]["ids"])
         report.chunks_embedded = self._embed_and_store(to_embed, progress)
@@ -293,10 +296,9 @@ class SideIndex:
         version = index.version()
         rows = sorted(index.all_chunks(), key=lambda row: row[0])
         folder = index.cache_dir
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        # Its own temporary folder: two processes (or threads) may rebuild the same version at once.
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f"{folder.name}.tmp-"))
         tokens = tokenize([doc for _, doc, _ in rows]) if rows else []
         retriever = bm25s.BM25()
         if rows:
@@ -306,7 +308,10 @@ class SideIndex:
         (tmp / "chunks.json").write_text(json.dumps(table))
         (tmp / "version").write_text(f"{version}:{TOKENIZER_VERSION}")
         shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
+        try:
+            tmp.rename(folder)
+        except OSError:  # another rebuild put its copy there first
+            shutil.rmtree(tmp, ignore_errors=True)
         return cls._from_table(version, table, retriever)
 
     @classmethod

@@ -14,7 +14,7 @@ import numpy as np
 
 from bot.cases import ORGANS, Case
 from bot.embedding import MiniLMEmbeddings
-from bot.index import CaseIndex, SideIndex
+from bot.index import INGESTING, CaseIndex, SideIndex
 from bot.lexicon import Lexicon
 from bot.settings import Settings
 from bot.text import tokenize
@@ -65,7 +65,8 @@ class Retriever:
         many threads notice at the same time). The old one is replaced, never changed, so readers holding it
         are unaffected."""
         with self._refreshing:
-            if self.index.version() != self.side.version:
+            version = self.index.version()
+            if version != self.side.version and not version.startswith(INGESTING):  # never a half-written library
                 self.side = SideIndex.load(self.index)
             return self.side
 
