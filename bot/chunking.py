@@ -50,7 +50,8 @@ def chunk_case(case: Case, chunk_size: int, chunk_overlap: int) -> list[Document
                 "chunk_index": index,
                 "n_chunks": len(pieces),
                 "content_hash": case.content_hash,
-                "case": meta,
+                # the case's front matter once, on its first chunk: ~70% of a chunk's metadata otherwise
+                **({"case": meta} if index == 0 else {}),
             },
         )
         for index, (heading, text) in enumerate(pieces)

@@ -23,19 +23,22 @@ from pathlib import Path
 
 import bm25s
 import chromadb
+import numpy as np
 from chromadb.config import Settings as ChromaSettings
 from langchain_core.documents import Document
 from tqdm import tqdm
 
 from bot.cases import Case, Rejection, load_cases
 from bot.chunking import chunk_case, chunker_signature
-from bot.embedding import MiniLMEmbeddings, model_name
+from bot.embedding import DIMENSIONS, MiniLMEmbeddings, model_name
 from bot.identifiers import scan_case
 from bot.lexicon import Lexicon
 from bot.settings import Settings
 from bot.text import TOKENIZER_VERSION, tokenize
 
-UPSERT_BATCH = 256
+# Chunks per call to the model: it sorts a call's texts by length and pads each batch to its longest, so
+# larger calls pad less (on this CPU, calls of 256 chunks ran ~10% slower than one call of 3,072).
+EMBED_SLICE = 1024
 # The collection's version stamp while an ingest is writing: readers keep what they have until it is done.
 INGESTING = "ingesting-"
 
@@ -148,7 +151,8 @@ class CaseIndex:
             entry["ids"].append(chunk_id)
             entry["hashes"].add(meta["content_hash"])
             entry["n"].add(meta["n_chunks"])
-            entry["path"] = json.loads(meta["case"])["path"]
+            if "case" in meta:
+                entry["path"] = json.loads(meta["case"])["path"]
         for entry in cases.values():
             complete = len(entry["hashes"]) == 1 and entry["n"] == {len(entry["ids"])}
             entry["hash"] = next(iter(entry["hashes"])) if complete else None
@@ -210,42 +214,50 @@ class CaseIndex:
         return kept
 
     def _embed_and_store(self, cases: list[Case], progress: bool) -> int:
-        """Chunk, embed and upsert in batches, so memory holds one batch of chunks, not the library."""
+        """Chunk, embed and store a slice at a time, so memory holds one slice of chunks, not the library.
+
+        Storing runs in line: Chroma's insert holds the interpreter lock and the model keeps both cores busy, so
+        storing on a second thread slowed embedding more than it saved (7,000 chunks: 74 against 84 chunks/s)."""
         embedder = MiniLMEmbeddings()
         bar = tqdm(total=len(cases), unit="case", desc="embedding", disable=not progress or not cases)
         pending: list[Document] = []
         stored = 0
 
         def flush() -> None:
-            vectors = embedder.embed_documents([doc.page_content for doc in pending])
-            self.collection.upsert(ids=[doc.id for doc in pending], embeddings=vectors,
+            nonlocal stored
+            self.collection.upsert(ids=[doc.id for doc in pending],
+                                   embeddings=embedder.embed_array([doc.page_content for doc in pending]),
                                    documents=[doc.page_content for doc in pending],
                                    metadatas=[doc.metadata for doc in pending])
+            stored += len(pending)
             pending.clear()
 
         for case in cases:
             pending.extend(chunk_case(case, self.settings.chunk_size, self.settings.chunk_overlap))
-            if len(pending) >= UPSERT_BATCH:
-                stored += len(pending)
+            if len(pending) >= EMBED_SLICE:
                 flush()
             bar.update(1)
             bar.set_postfix(chunks=stored + len(pending))
         if pending:
-            stored += len(pending)
             flush()
         bar.close()
         return stored
 
-    def all_chunks(self) -> Iterator[tuple[str, str, dict]]:
+    def all_chunks(self) -> Iterator[tuple[str, str, dict, np.ndarray]]:
+        """Every chunk: id, text, metadata and stored vector, a page at a time."""
         total = self.count()
         for offset in range(0, total, 5000):
-            got = self.collection.get(include=["documents", "metadatas"], limit=5000, offset=offset)
-            yield from zip(got["ids"], got["documents"], got["metadatas"])
+            got = self.collection.get(include=["documents", "metadatas", "embeddings"], limit=5000, offset=offset)
+            yield from zip(got["ids"], got["documents"], got["metadatas"], got["embeddings"])
 
 
 @dataclass
 class SideIndex:
-    """BM25 over the chunks, the chunk table and the case table, all derived from the collection."""
+    """BM25 over the chunks, the chunk table, their vectors and the case table, all derived from the collection.
+
+    The vectors (row-aligned with chunk_ids, memory-mapped) serve filtered and by-case similarity: a filtered
+    nearest-neighbour query in Chroma scans metadata and slows with the library (~90 ms at 70,000 chunks),
+    a dot product over the allowed rows does not (~7 ms at worst)."""
 
     version: str
     chunk_ids: list[str]
@@ -253,6 +265,7 @@ class SideIndex:
     chunk_meta: list[dict]
     cases: dict[str, Case]
     bm25: bm25s.BM25
+    vectors: np.ndarray
     doc_freq: dict[str, int]
     case_tokens: dict[str, set[str]]
     _by_failed: dict[str, list[Case]] | None = field(default=None, repr=False, compare=False)
@@ -276,6 +289,20 @@ class SideIndex:
             rows[case_id].append(row)
         return dict(rows)
 
+    @cached_property
+    def facets(self) -> dict[str, dict[str, set[str]]]:
+        """Case ids by organ, subtype, outcome and therapy (lower case), so a filter is a set lookup."""
+        found: dict[str, dict[str, set[str]]] = {key: defaultdict(set) for key in
+                                                 ("organ", "subtype", "outcome", "therapy")}
+        for case in self.cases.values():
+            for organ in case.organs:
+                found["organ"][organ].add(case.id)
+            for therapy in case.therapies:
+                found["therapy"][therapy.lower()].add(case.id)
+            found["subtype"][case.subtype].add(case.id)
+            found["outcome"][case.outcome].add(case.id)
+        return {key: dict(values) for key, values in found.items()}
+
     def cases_by_failed(self, lexicon: Lexicon) -> dict[str, list[Case]]:
         """Cases by each therapy they record as failed (lexicon names), worked out once per side index so that
         a pathway question does not walk the whole library."""
@@ -286,6 +313,10 @@ class SideIndex:
                     found[name].append(case)
             self._by_failed = dict(found)
         return self._by_failed
+
+    def rows_of(self, case_ids: set[str]) -> np.ndarray:
+        """The chunk rows of these cases, in row order."""
+        return np.fromiter(sorted(row for cid in case_ids for row in self.rows_of_case.get(cid, [])), dtype=np.int64)
 
     def case_passages(self, case_id: str) -> list[dict]:
         """Every chunk's metadata for one case, in document order."""
@@ -299,20 +330,22 @@ class SideIndex:
         folder.parent.mkdir(parents=True, exist_ok=True)
         # Its own temporary folder: two processes (or threads) may rebuild the same version at once.
         tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f"{folder.name}.tmp-"))
-        tokens = tokenize([doc for _, doc, _ in rows]) if rows else []
+        tokens = tokenize([row[1] for row in rows]) if rows else []
         retriever = bm25s.BM25()
         if rows:
             retriever.index(tokens, show_progress=False)
             retriever.save(tmp / "bm25", show_progress=False)
         table = {"ids": [r[0] for r in rows], "metas": [r[2] for r in rows], "tokens": tokens}
         (tmp / "chunks.json").write_text(json.dumps(table))
+        vectors = np.asarray([r[3] for r in rows], dtype=np.float32) if rows else np.zeros((0, DIMENSIONS), np.float32)
+        np.save(tmp / "vectors.npy", vectors)
         (tmp / "version").write_text(f"{version}:{TOKENIZER_VERSION}")
         shutil.rmtree(folder, ignore_errors=True)
         try:
             tmp.rename(folder)
         except OSError:  # another rebuild put its copy there first
             shutil.rmtree(tmp, ignore_errors=True)
-        return cls._from_table(version, table, retriever)
+        return cls._from_table(version, table, retriever, vectors)
 
     @classmethod
     def load(cls, index: CaseIndex) -> SideIndex:
@@ -323,24 +356,25 @@ class SideIndex:
             if (folder / "version").read_text() == f"{version}:{TOKENIZER_VERSION}":
                 table = json.loads((folder / "chunks.json").read_text())
                 retriever = bm25s.BM25.load(folder / "bm25", show_progress=False) if table["ids"] else bm25s.BM25()
-                return cls._from_table(version, table, retriever)
+                vectors = np.load(folder / "vectors.npy", mmap_mode="r")
+                return cls._from_table(version, table, retriever, vectors)
         except (OSError, ValueError, KeyError):
             pass
         return cls.rebuild(index)
 
     @classmethod
-    def _from_table(cls, version: str, table: dict, retriever: bm25s.BM25) -> SideIndex:
+    def _from_table(cls, version: str, table: dict, retriever: bm25s.BM25, vectors: np.ndarray) -> SideIndex:
         cases: dict[str, Case] = {}
         doc_freq: dict[str, int] = defaultdict(int)
         case_tokens: dict[str, set[str]] = defaultdict(set)
         for meta, tokens in zip(table["metas"], table["tokens"]):
-            if meta["case_id"] not in cases:
+            if "case" in meta:
                 cases[meta["case_id"]] = Case(**json.loads(meta["case"]), body="")
             case_tokens[meta["case_id"]].update(tokens)
             for token in set(tokens):
                 doc_freq[token] += 1
         return cls(version, table["ids"], [m["case_id"] for m in table["metas"]], table["metas"], cases,
-                   retriever, dict(doc_freq), dict(case_tokens))
+                   retriever, vectors, dict(doc_freq), dict(case_tokens))
 
 
 def ensure_index(settings: Settings, lexicon: Lexicon, log: Callable[[str], None] = print) -> CaseIndex:

@@ -30,9 +30,13 @@ class Lexicon:
                 self.terms.append(Term(group, str(canonical), aliases))
         self.filler = frozenset(str(word).lower() for word in filler or [])
         self._by_alias: dict[tuple[str, str], Term] = {}
+        self._terms_of_alias: dict[str, list[Term]] = {}  # every term an alias names, whatever its group
         for term in self.terms:
             for alias in term.aliases:
                 self._by_alias.setdefault((term.group, alias.lower()), term)
+                named = self._terms_of_alias.setdefault(alias.lower(), [])
+                if term not in named:
+                    named.append(term)
 
     @classmethod
     def load(cls, path: Path) -> Lexicon:
@@ -63,7 +67,7 @@ class Lexicon:
         for match in self._pattern.finditer(text):
             alias = match.group(0).lower()
             if alias not in found:
-                found[alias] = [t for t in self.terms if any(a.lower() == alias for a in t.aliases)]
+                found[alias] = self._terms_of_alias[alias]
         return list(found.items())
 
     def find(self, text: str) -> list[Term]:

@@ -86,23 +86,22 @@ class Retriever:
         if not filters:
             return None
         allowed = set(self.cases)
+        facets = self.side.facets
         for key, raw in filters.items():
             value = str(raw).strip()
             if key not in FILTER_KEYS:
                 raise FilterError(f"unknown filter {key!r}; use one of {', '.join(FILTER_KEYS)}")
             if key == "organ":
-                organ = self.lexicon.canonical("organs", value) or value.lower()
-                if organ not in ORGANS:
+                value = self.lexicon.canonical("organs", value) or value.lower()
+                if value not in ORGANS:
                     raise FilterError(f"unknown organ {value!r}; use one of {', '.join(ORGANS)}")
-                allowed &= {cid for cid, c in self.cases.items() if organ in c.organs}
             elif key == "subtype":
-                subtype = self.lexicon.canonical("subtypes", value) or value.lower()
-                allowed &= {cid for cid, c in self.cases.items() if c.subtype == subtype}
+                value = self.lexicon.canonical("subtypes", value) or value.lower()
             elif key == "therapy":
-                therapy = (self.lexicon.canonical("therapies", value) or value).lower()
-                allowed &= {cid for cid, c in self.cases.items() if therapy in (t.lower() for t in c.therapies)}
+                value = (self.lexicon.canonical("therapies", value) or value).lower()
             else:
-                allowed &= {cid for cid, c in self.cases.items() if c.outcome == value.lower()}
+                value = value.lower()
+            allowed &= facets[key].get(value, set())
         return allowed
 
     def search(self, question: str, filters: dict[str, str] | None = None,
@@ -140,27 +139,27 @@ class Retriever:
         return ranked
 
     def _dense(self, query_vector: list[float], allowed: set[str] | None) -> dict[int, float]:
-        """Row number -> cosine similarity for the nearest chunks, in rank order."""
+        """Row number -> cosine similarity for the nearest chunks, in rank order: Chroma's nearest-neighbour
+        index over the whole library, or an exact dot product over the side index's vectors of the allowed
+        cases when filtered."""
         n = min(self.settings.candidates, len(self.side.chunk_ids))
-        where = {"case_id": {"$in": sorted(allowed)}} if allowed is not None else None
-        result = self.index.collection.query(query_embeddings=[query_vector], n_results=n,
-                                             where=where, include=["distances"])
-        rows = self.side.row_of
-        return {rows[cid]: 1.0 - dist for cid, dist in zip(result["ids"][0], result["distances"][0]) if cid in rows}
+        if allowed is not None:
+            rows = self.side.rows_of(allowed)
+            similarities = self.side.vectors[rows] @ np.asarray(query_vector, dtype=np.float32)
+            top = np.argsort(-similarities, kind="stable")[:n]
+            return {int(rows[i]): float(similarities[i]) for i in top}
+        result = self.index.collection.query(query_embeddings=[query_vector], n_results=n, include=["distances"])
+        rows_of_id = self.side.row_of
+        return {rows_of_id[cid]: 1.0 - dist for cid, dist in zip(result["ids"][0], result["distances"][0])
+                if cid in rows_of_id}
 
     def _fill_similarity(self, hits: list[CaseHit], query_vector: list[float]) -> None:
-        """Cases found by BM25 alone get their similarity from their chunks' stored vectors, fetched by id
-        (a lookup by key: a filtered nearest-neighbour query scans the metadata and slows with the library)."""
-        if not hits:
-            return
-        by_id = {h.case.id: h for h in hits}
-        rows = [row for cid in by_id for row in self.side.rows_of_case.get(cid, [])]
-        got = self.index.collection.get(ids=[self.side.chunk_ids[row] for row in rows],
-                                        include=["embeddings", "metadatas"])
-        similarities = np.asarray(got["embeddings"], dtype=np.float32) @ np.asarray(query_vector, dtype=np.float32)
-        for meta, similarity in zip(got["metadatas"], similarities):
-            hit = by_id[meta["case_id"]]
-            hit.similarity = max(hit.similarity, float(similarity))
+        """Cases found by BM25 alone get their similarity from their chunks' vectors in the side index."""
+        query = np.asarray(query_vector, dtype=np.float32)
+        for hit in hits:
+            rows = self.side.rows_of({hit.case.id})
+            if len(rows):
+                hit.similarity = max(hit.similarity, float(np.max(self.side.vectors[rows] @ query)))
 
     def corrected(self, tokens: list[str]) -> list[str]:
         """Words the library does not know replaced by a close spelling it does ("toclizumab")."""
@@ -179,8 +178,9 @@ class Retriever:
             return []
         scores = self.side.bm25.get_scores(tokens)
         if allowed is not None:
-            mask = np.fromiter((cid in allowed for cid in self.side.chunk_case), dtype=bool, count=len(scores))
-            scores = np.where(mask, scores, 0.0)
+            kept = np.zeros(len(scores), dtype=bool)
+            kept[self.side.rows_of(allowed)] = True
+            scores = np.where(kept, scores, 0.0)
         n = min(self.settings.candidates, len(scores))
         top = np.argpartition(-scores, n - 1)[:n]
         return [int(i) for i in top[np.argsort(-scores[top])] if scores[i] > 0]

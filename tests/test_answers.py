@@ -72,6 +72,18 @@ def test_filters_apply_before_ranking(knowledge_bot):
         knowledge_bot.ask("anything", "bad-filter", {"organ": "liver"})
 
 
+def test_a_filtered_search_finds_the_chunks_chromas_own_filtered_search_finds(knowledge_bot):
+    """Filtered similarity comes from the side index's copy of the vectors: it must rank as Chroma would."""
+    retriever = knowledge_bot.retriever.snapshot()
+    allowed = retriever.allowed_cases({"organ": "lung"})
+    vector = retriever.embedder.embed_query("lung fibrosis progressing despite mycophenolate")
+    ours = retriever._dense(vector, allowed)
+    chroma = retriever.index.collection.query(query_embeddings=[vector], n_results=len(ours),
+                                              where={"case_id": {"$in": sorted(allowed)}}, include=["distances"])
+    assert [retriever.side.chunk_ids[row] for row in ours][:10] == chroma["ids"][0][:10]
+    assert list(ours.values())[:10] == pytest.approx([1 - d for d in chroma["distances"][0][:10]], abs=1e-4)
+
+
 def test_follow_up_resolves_against_the_conversation_and_not_another(knowledge_bot):
     first = knowledge_bot.ask("Tell me about the CAR-T case where ILD progressed despite CYC, MMF and nintedanib",
                               "follow-a")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bot.index import CaseIndex, IndexMismatch, SideIndex
@@ -46,6 +47,12 @@ def test_ingest_is_incremental_and_reports_every_change(tmp_path: Path):
     side = SideIndex.load(index)
     assert side.cases["case-1"].title == "Case number 1, edited"
     assert sorted(side.chunk_ids) == sorted(stored["ids"])
+    stored = index.collection.get(ids=side.chunk_ids, include=["embeddings"])
+    order = [stored["ids"].index(chunk_id) for chunk_id in side.chunk_ids]
+    assert np.allclose(side.vectors, np.asarray(stored["embeddings"])[order])
+
+    (index.cache_dir / "vectors.npy").unlink()  # a side index an older version wrote, or a damaged one
+    assert np.array_equal(SideIndex.load(index).vectors, side.vectors)
 
 
 def test_rejected_file_is_named_exit_2_and_the_rest_is_indexed(tmp_path: Path):
