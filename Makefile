@@ -46,7 +46,7 @@ calibrate: ingest
 	$(BIN)/python bench/calibrate_gate.py
 
 # Latency at 50 / 1,000 / 10,000 cases, ingest against raw encode, retrieval modes, start-up, memory:
-# prints a table and writes bench/results.md (about an hour on 2 cores; run it on a quiet machine).
+# prints a table and writes bench/results.md (about 25 minutes on 2 cores; run it on a quiet machine).
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
