@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from bot.lexicon import Lexicon
 from bot.settings import load_settings
 from bot.teaching import KINDS, Question, Session, Teaching, WalkRecord, print_pdf
 from bot.text import sentences
-from conftest import KNOWLEDGE, run_casebot, write_case
+from conftest import CASEBOT, KNOWLEDGE, PROJECT_ROOT, run_casebot, write_case
 
 LEXICON = Lexicon.load(KNOWLEDGE / "lexicon.yaml")
 STANDARD = ["Presentation", "Prior treatment", "Resistance", "Next therapy", "Outcome", "Teaching points"]
@@ -210,9 +211,10 @@ def test_unknown_case_ids_and_organs_are_refused_by_name(teaching):
     result = run_casebot("teach", "ild-mmf-failure-nintedanb")
     assert result.returncode == 2 and not result.stdout
     assert "'ild-mmf-failure-nintedanb'" in result.stderr and CASE in result.stderr  # the near miss is offered
-    result = run_casebot("quiz", "--organ", "lungs")
+    result = run_casebot("quiz", "--organ", "liver")
     assert result.returncode == 2
-    assert "'lungs'" in result.stderr and "lung, pulmonary-hypertension" in result.stderr
+    assert "'liver'" in result.stderr and "lung, pulmonary-hypertension" in result.stderr
+    assert run_casebot("quiz", "--organ", "lungs", "--n", "1", "--seed", "1").returncode == 0  # a synonym
     result = run_casebot("quiz", "--n", "0")
     assert result.returncode == 2 and "not 0" in result.stderr
 
@@ -276,3 +278,13 @@ def test_handouts_keep_the_groups_answers_and_show_case_html_as_text(tmp_path):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "&lt;b&gt;Plasma exchange&lt;/b&gt;" in page
     assert '<span class="cite">[other-case]</span>' in page  # cited as a related case, not planted
     assert page.count('<span class="cite">[x-case]</span>') == 0
+
+
+def test_output_piped_into_head_ends_quietly():
+    """`casebot quiz | head -0`: the reader closes the pipe before the quiz is written; no traceback follows."""
+    quiz = subprocess.Popen([*CASEBOT, "quiz", "--n", "40", "--seed", "3"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=PROJECT_ROOT)
+    quiz.stdout.close()  # what `head` does once it has its lines
+    assert quiz.wait(timeout=120) == 0
+    errors = quiz.stderr.read()
+    assert b"Traceback" not in errors and b"BrokenPipe" not in errors
