@@ -1,6 +1,6 @@
 """Cases -> index: chunks embedded into Chroma, plus a BM25 side index and case table derived from it.
 
-Chroma is the source of truth. The side index (BM25, chunk texts, case table) is a cache stamped with
+Chroma is the source of truth. The side index (BM25, chunk table, vectors, case table) is a cache stamped with
 the collection's version; whoever finds the stamp changed rebuilds it from the collection, so several
 processes (or replicas against one Chroma server) always answer from the same data.
 """
