@@ -43,7 +43,7 @@ eval: ingest
 	$(BIN)/python -m bot eval evals/*.yaml --report reports --junit reports/junit.xml
 
 calibrate: ingest
-	$(BIN)/python bench/calibrate_gate.py
+	$(BIN)/casebot calibrate --show
 
 # Latency at 50 / 1,000 / 10,000 cases, ingest against raw encode, retrieval modes, start-up, memory:
 # prints a table and writes bench/results.md (about 25 minutes on 2 cores; run it on a quiet machine).

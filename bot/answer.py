@@ -10,7 +10,9 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from bot.chunking import SUMMARY_SECTION
+from bot.gate import GateDecision
 from bot.pathways import Pathway, failed_therapy_asked, markdown_table, pathway, shown_ids
+from bot.resolution import Resolution
 from bot.retrieval import CaseHit, Concept, Retriever
 from bot.settings import Settings
 from bot.text import sentences, tokenize
@@ -30,7 +32,8 @@ class Citation(BaseModel):
 
 
 class Answer(BaseModel):
-    """The answer object of SPEC section 4 (plus `retrieved`, the ranked case ids, for evaluation)."""
+    """The answer object of SPEC section 4, extended: `retrieved` (the ranked case ids, for evaluation) and
+    the reasons of the product's decisions (`understood_as`, `resolution`, `gate`)."""
 
     question: str
     standalone_question: str
@@ -42,6 +45,9 @@ class Answer(BaseModel):
     warnings: list[str] = []
     timings_ms: dict[str, float] = Field(default_factory=dict)
     retrieved: list[str] = []
+    understood_as: str = ""  # one line: how the question was read (follow-up of which case, spelling put right)
+    resolution: Resolution | None = None  # follow-up or new topic, and why (bot/resolution.py)
+    gate: GateDecision | None = None  # answered or refused, and why (bot/gate.py)
 
 
 @lru_cache(maxsize=None)
@@ -49,26 +55,11 @@ def prompt(prompts_dir: Path, name: str) -> str:
     return (prompts_dir / name).read_text(encoding="utf-8").strip()
 
 
-def passes_gate(hit: CaseHit, settings: Settings) -> bool:
-    """Does this case bear on the question? Similar in meaning, and holding most of what it asks about."""
-    return hit.similarity >= settings.gate_min_similarity and hit.coverage >= settings.gate_min_coverage
-
-
-def select_cases(hits: list[CaseHit], settings: Settings) -> list[CaseHit]:
-    """The few cases that bear on the question: the best one, and any close to it on both signals."""
-    passing = [h for h in hits if passes_gate(h, settings)]
-    if not passing:
-        return []
-    best = max(passing, key=lambda h: (h.coverage, h.similarity))
-    close = [h for h in passing if h is best or (
-        h.coverage >= best.coverage * settings.gate_case_ratio and h.similarity >= best.similarity - 0.15)]
-    others = sorted((h for h in close if h is not best), key=lambda h: -(h.coverage + h.similarity))
-    return [best, *others][: settings.max_cases]
-
-
 def compose(question: str, hits: list[CaseHit], concepts: list[Concept], retriever: Retriever,
-            settings: Settings, filters: dict[str, str] | None = None) -> tuple[str, list[Citation]]:
-    """An answer in which every line comes from a case's metadata or is quoted from its text, with its marker."""
+            settings: Settings, filters: dict[str, str] | None = None,
+            aspect: str | None = None) -> tuple[str, list[Citation]]:
+    """An answer in which every line comes from a case's metadata or is quoted from its text, with its marker.
+    A follow-up asking about one `aspect` ("and the outcome?") is answered from that section of its case."""
     blocks: list[str] = []
     citations: list[Citation] = []
     for hit in hits:
@@ -76,7 +67,7 @@ def compose(question: str, hits: list[CaseHit], concepts: list[Concept], retriev
         marker = f"[{case.id}]"
         summary = case.summary()
         headline = f"**{case.title}**" + (f": {summary}." if summary else ".")
-        quoted = best_sentences(hit, concepts, retriever, max(2, settings.sentence_budget // len(hits)))
+        quoted = best_sentences(hit, concepts, retriever, max(2, settings.sentence_budget // len(hits)), aspect)
         blocks.append("\n".join([f"- {headline} {marker}", *(f"  - {s} {marker}" for s in quoted)]))
         citations.append(Citation(case_id=case.id, title=case.title, source=case.source or case.path,
                                   passages=quoted, score=round(hit.similarity, 4)))
@@ -98,7 +89,7 @@ def pathway_for(question: str, retriever: Retriever, filters: dict[str, str] | N
     within the active filters and the organ the question names."""
     lexicon = retriever.lexicon
     by_failed = retriever.side.cases_by_failed(lexicon)
-    failed = failed_therapy_asked(question, lexicon, by_failed)
+    failed = failed_therapy_asked(question, lexicon, retriever.language, by_failed)
     if not failed:
         return None
     allowed = retriever.allowed_cases(filters)
@@ -119,10 +110,14 @@ def table_evidence(case_id: str, retriever: Retriever) -> list[str]:
     return []
 
 
-def best_sentences(hit: CaseHit, concepts: list[Concept], retriever: Retriever, n: int) -> list[str]:
-    """The case's sentences that share most with the question, in the order they appear in the case."""
+def best_sentences(hit: CaseHit, concepts: list[Concept], retriever: Retriever, n: int,
+                   section: str | None = None) -> list[str]:
+    """The case's sentences that share most with the question, in the order they appear in the case; only
+    those of `section` when the case has it."""
     candidates = [(meta["section"], sentence) for meta in retriever.side.case_passages(hit.case.id)
                   if meta["section"] != SUMMARY_SECTION for sentence in sentences(meta["text"])]
+    if section and any(s.lower() == section.lower() for s, _ in candidates):
+        candidates = [(s, sentence) for s, sentence in candidates if s.lower() == section.lower()]
     if not candidates:
         return []
     scored = []

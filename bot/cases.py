@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -23,6 +23,8 @@ Outcome = Literal["improved", "stabilised", "partial", "worsened", "died", "unkn
 Evidence = Literal["seed", "published-report", "trial-derived", "composite-vignette"]
 SUFFIXES = (".md", ".markdown", ".txt", ".pdf")
 MAX_FILE_BYTES = 5_000_000
+# A case report runs to a few pages; a PDF of more is a book or a bomb, and its text is not read page by page.
+MAX_PDF_PAGES = 100
 # libyaml's loader where PyYAML was built with it: the same safe loading, ~5x faster on a 10,000-case library.
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -51,6 +53,12 @@ class Case(BaseModel):
             return []
         return [value] if isinstance(value, str) else value
 
+    @field_validator("title", "source", "antibodies", "failed_therapies", "next_therapies")
+    @classmethod
+    def _no_markers(cls, value: str | list[str]) -> str | list[str]:
+        """Front matter is data: a `[case-id]` in a title or a therapy must not read as a citation in an answer."""
+        return [defused(item) for item in value] if isinstance(value, list) else defused(value)
+
     @field_validator("organs")
     @classmethod
     def _known_organs(cls, organs: list[str]) -> list[str]:
@@ -75,6 +83,11 @@ class Case(BaseModel):
         return "; ".join(parts)
 
 
+def defused(text: str) -> str:
+    """Brackets as parentheses, as in quoted case text: `[x]` becomes `(x)`, which no marker pattern matches."""
+    return text.replace("[", "(").replace("]", ")")
+
+
 @dataclass(frozen=True)
 class Rejection:
     path: Path
@@ -96,34 +109,46 @@ def case_files(sources: Iterable[Path]) -> list[Path]:
     return sorted(set(files))
 
 
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file, however each was spelled (relative to the folder ingest ran in, or not)."""
+    return Path(a).resolve() == Path(b).resolve()
+
+
 def slug(name: str) -> str:
     return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", name.lower())).strip("-") or "case"
 
 
-def load_cases(sources: Iterable[Path], lexicon: Lexicon) -> tuple[list[Case], list[Rejection]]:
-    """Every usable case under `sources`, and a Rejection for each file that is not."""
-    cases: list[Case] = []
+def load_cases(sources: Iterable[Path], lexicon: Lexicon, max_chars: int | None = None,
+               owners: Mapping[str, str] | None = None) -> tuple[list[Case], list[Rejection]]:
+    """Every usable case under `sources`, and a Rejection for each file that is not.
+
+    Files sharing an id: the one `owners` names for it (the file the index already has it from) keeps it, else
+    the first in name order; a newcomer can never take over a case by sorting first."""
+    owners = owners or {}
+    loaded: list[Case] = []
     rejections: list[Rejection] = []
-    seen: dict[str, Path] = {}
     for path in case_files(sources):
         try:
-            case = load_case(path, lexicon)
+            loaded.append(load_case(path, lexicon, max_chars))
         except CaseError as error:
             rejections.append(Rejection(path, str(error)))
-            continue
-        if case.id in seen:
-            rejections.append(Rejection(path, f"duplicate id {case.id!r}, already used by {seen[case.id]}"))
-            continue
-        seen[case.id] = path
-        cases.append(case)
-    return cases, rejections
+    keeper: dict[str, Case] = {}
+    for case in loaded:
+        held, owner = keeper.get(case.id), owners.get(case.id)
+        if held is None or (owner and same_file(owner, case.path) and not same_file(owner, held.path)):
+            keeper[case.id] = case
+    cases = [case for case in loaded if keeper[case.id] is case]
+    rejections += [Rejection(Path(case.path), f"duplicate id {case.id!r}, already used by {keeper[case.id].path}")
+                   for case in loaded if keeper[case.id] is not case]
+    return cases, sorted(rejections, key=lambda r: r.path)
 
 
 class CaseError(ValueError):
     """Why a file cannot be used as a case."""
 
 
-def load_case(path: Path, lexicon: Lexicon) -> Case:
+def load_case(path: Path, lexicon: Lexicon, max_chars: int | None = None) -> Case:
+    """The case in one file, or CaseError saying why not; `max_chars` caps its text (settings.max_case_chars)."""
     try:
         raw = path.read_bytes()
     except OSError as error:
@@ -134,28 +159,47 @@ def load_case(path: Path, lexicon: Lexicon) -> Case:
         raise CaseError(f"file is larger than {MAX_FILE_BYTES // 1_000_000} MB")
     digest = hashlib.sha256(raw).hexdigest()
     if path.suffix.lower() == ".pdf":
-        return _plain_case(path, _pdf_text(path), digest)
+        return _plain_case(path, _pdf_text(path, max_chars), digest)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise CaseError(f"not UTF-8 text (byte {error.start})") from error
     if "\x00" in text:
         raise CaseError("binary content, not text")
+    _check_size(len(text), max_chars)
     text = text.replace("\r\n", "\n")
     if text.startswith("---\n"):
         return _front_matter_case(path, text, digest, lexicon)
     return _plain_case(path, text, digest)
 
 
-def _pdf_text(path: Path) -> str:
-    from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
+def _check_size(chars: int, max_chars: int | None) -> None:
+    if max_chars is not None and chars > max_chars:
+        raise CaseError(f"{chars:,} characters of text is too large to be a case (the limit is {max_chars:,}, "
+                        "settings.max_case_chars / CASEBOT_MAX_CASE_CHARS); split it into cases")
 
+
+def _pdf_text(path: Path, max_chars: int | None) -> str:
+    """The PDF's text, page by page. pypdf raises many kinds of error on a hostile file (a decompression bomb
+    hits its LimitReachedError, a malformed one anything from KeyError to RecursionError); every one of them
+    means this file cannot be read, never that the ingest should stop."""
+    from pypdf import PdfReader
+
+    pages: list[str] = []
+    chars = 0
     try:
         reader = PdfReader(path)
-        text = "\n\n".join(page.extract_text() or "" for page in reader.pages)
-    except (PdfReadError, ValueError, KeyError, OSError) as error:
-        raise CaseError(f"corrupt or unreadable PDF ({error})") from error
+        if len(reader.pages) > MAX_PDF_PAGES:
+            raise CaseError(f"PDF has {len(reader.pages)} pages; a case file has at most {MAX_PDF_PAGES}")
+        for page in reader.pages:
+            pages.append(page.extract_text() or "")
+            chars += len(pages[-1]) + 2
+            _check_size(chars, max_chars)
+    except CaseError:
+        raise
+    except Exception as error:  # any parser failure (see above) rejects this file alone
+        raise CaseError(f"corrupt or unreadable PDF ({type(error).__name__}: {str(error)[:200]})") from error
+    text = "\n\n".join(pages)
     if not text.strip():
         raise CaseError("PDF has no extractable text")
     return text
@@ -176,6 +220,7 @@ def _front_matter_case(path: Path, text: str, digest: str, lexicon: Lexicon) -> 
         raise CaseError("front matter starts with '---' but has no closing '---' line")
     header, body = text[4 : 4 + end.start()], text[4 + end.end() :]
     try:
+        _refuse_aliases(header)
         meta = yaml.load(header, Loader=SAFE_LOADER)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
@@ -197,6 +242,18 @@ def _front_matter_case(path: Path, text: str, digest: str, lexicon: Lexicon) -> 
         raise CaseError(f"field '{field}': {first['msg']} (got {first.get('input')!r})") from error
 
 
+def _refuse_aliases(header: str) -> None:
+    """YAML anchors and aliases let a 2 KB header expand to gigabytes (a "billion laughs" bomb); front matter is a
+    handful of plain fields and never needs them, so any is refused before the header is loaded."""
+    if "&" not in header and "*" not in header:  # neither can appear: skip the token scan
+        return
+    for token in yaml.scan(header, Loader=SAFE_LOADER):
+        if isinstance(token, (yaml.AnchorToken, yaml.AliasToken)):
+            kind = "anchor" if isinstance(token, yaml.AnchorToken) else "alias"
+            raise CaseError(f"front matter line {token.start_mark.line + 2} uses a YAML {kind} "
+                            f"({'&' if kind == 'anchor' else '*'}{token.value}); write each value out in full")
+
+
 def _normalised(meta: dict, lexicon: Lexicon) -> dict:
     """Front-matter values mapped to the lexicon's canonical names (MMF -> mycophenolate mofetil)."""
     meta = {key: value for key, value in meta.items() if key not in ("body", "path", "content_hash")}
@@ -209,7 +266,7 @@ def _normalised(meta: dict, lexicon: Lexicon) -> dict:
             meta[field] = [lexicon.canonical(group, str(v)) or str(v) for v in values if v is not None]
     if isinstance(meta.get("subtype"), str):
         meta["subtype"] = lexicon.canonical("subtypes", meta["subtype"]) or meta["subtype"]
-    for field in ("id", "title", "source"):
-        if field in meta and meta[field] is not None:
+    for field in ("id", "title", "source"):  # a list or mapping stays as it is, for the model to refuse
+        if meta.get(field) is not None and not isinstance(meta[field], (list, dict)):
             meta[field] = str(meta[field]).strip()
     return meta

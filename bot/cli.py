@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
+
 from bot.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -27,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     ask = commands.add_parser("ask", help="answer one question")
     ask.add_argument("question")
     ask.add_argument("--json", action="store_true", help="print the answer object as JSON")
-    ask.add_argument("--k", type=int, help="cite at most this many cases")
+    ask.add_argument("--k", type=positive_int, help="cite at most this many cases (1 or more)")
     ask.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
                      help="organ, subtype, therapy or outcome (repeatable)")
 
@@ -63,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
                        help="md is printed unless --output is given; html and pdf are written to a file")
     teach.add_argument("--output", type=Path, metavar="FILE", help="default: casebot-handout-CASE_ID.FORMAT")
 
+    calibrate = commands.add_parser("calibrate", help="fit the relevance gate on the library and show the fit")
+    calibrate.add_argument("--show", action="store_true", help="also print each calibration question's score")
+
     quiz = commands.add_parser("quiz", help="multiple-choice questions from the case library, with an answer key")
     quiz.add_argument("--n", type=int, default=5, help="number of questions (default 5)")
     quiz.add_argument("--organ", help="only cases with this organ (synonyms such as ILD work)")
@@ -70,19 +75,26 @@ def main(argv: list[str] | None = None) -> int:
     quiz.add_argument("--json", action="store_true",
                       help='print [{"question", "options", "answer", "case_id", "explanation", "kind"}]')
 
-    for sub in (ingest, ask, chat, serve, evaluate, feedback_export, pathways):
+    for sub in (ingest, ask, chat, serve, evaluate, feedback_export, pathways, calibrate):
         sub.add_argument("--db", type=Path, help="index folder (default .casebot/chroma)")
 
     args = parser.parse_args(argv)
-    settings = load_settings(db=getattr(args, "db", None), host=getattr(args, "host", None),
-                             port=getattr(args, "port", None), max_cases=getattr(args, "k", None))
-    from bot.index import IndexMismatch
+    try:
+        settings = load_settings(db=getattr(args, "db", None), host=getattr(args, "host", None),
+                                 port=getattr(args, "port", None), max_cases=getattr(args, "k", None))
+    except ValidationError as error:  # a bad CASEBOT_* variable: named with its value, no traceback
+        first = error.errors()[0]
+        name = ".".join(str(part) for part in first["loc"])
+        print(f"casebot: setting {name} (CASEBOT_{name.upper()}): {first['msg']} (got {first.get('input')!r})",
+              file=sys.stderr)
+        return 2
+    from bot.index import IndexMismatch, IndexWriteError
 
     try:
         return {"ingest": run_ingest, "ask": run_ask, "chat": run_chat, "serve": run_serve,
                 "eval": run_eval, "feedback": run_feedback, "pathways": run_pathways, "teach": run_teach,
-                "quiz": run_quiz}[args.command](args, settings)
-    except IndexMismatch as error:
+                "quiz": run_quiz, "calibrate": run_calibrate}[args.command](args, settings)
+    except (IndexMismatch, IndexWriteError) as error:
         print(f"casebot: {error}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` and closed early: nothing is wrong, say nothing
@@ -127,6 +139,27 @@ def run_teach(args: argparse.Namespace, settings: Settings) -> int:
         print(f"casebot: cannot write {error.filename}: {error.strerror}", file=sys.stderr)
         return 2
     print(out)
+    return 0
+
+
+def run_calibrate(args: argparse.Namespace, settings: Settings) -> int:
+    """The gate's fit on this library (fitted now if the library changed), and with --show every question."""
+    from bot.conversation import CaseBot
+    from bot.gate import example_questions, features, off_topic_questions, summary
+
+    bot = CaseBot(settings, log=lambda message: print(message, file=sys.stderr))
+    model = bot.gate.model(bot.retriever)
+    print(summary(model))
+    if args.show:
+        retriever, calibration = bot.retriever, bot.gate.calibration
+        rows = [(q, True) for q, _ in example_questions(retriever, calibration, settings.gate_calibration_questions)]
+        rows += [(q, False) for q in off_topic_questions(retriever, calibration)]
+        for question, answerable in rows:
+            hits = retriever.search(question)
+            known = retriever.library_coverage(retriever.concepts(question))
+            score = max((model.score(features(h, known)) for h in hits), default=float("-inf"))
+            wrong = (score >= model.threshold) != answerable
+            print(f"{'WRONG ' if wrong else ''}{'answer' if answerable else 'refuse'} {score:6.2f}  {question}")
     return 0
 
 
@@ -193,13 +226,35 @@ def parse_filters(pairs: list[str]) -> dict[str, str]:
     return filters
 
 
+def positive_int(text: str) -> int:
+    """A count given on the command line (--k): a whole number, 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def checked_filters(bot, filters: dict[str, str]) -> dict[str, str]:
+    """The filters, each matching some case of the library: a value no case has (a misspelt therapy, an
+    outcome that does not exist) is named with the values the library has, not answered as "nothing found"."""
+    for key, value in filters.items():
+        if not bot.retriever.allowed_cases({key: value}):  # an unknown key or organ raises FilterError here
+            have = sorted(bot.retriever.side.facets[key])
+            listed = ", ".join(have[:12]) + (f" and {len(have) - 12} more" if len(have) > 12 else "")
+            raise ValueError(f"no case in the library has {key} {value!r}; its {key} values are {listed}")
+    return filters
+
+
 def run_ask(args: argparse.Namespace, settings: Settings) -> int:
     from bot.conversation import CaseBot
 
     try:
         filters = parse_filters(args.filter)
         bot = CaseBot(settings, log=lambda message: print(message, file=sys.stderr))
-        answer = bot.ask(args.question, filters=filters)
+        answer = bot.ask(args.question, filters=checked_filters(bot, filters))
     except ValueError as error:
         print(f"casebot: {error}", file=sys.stderr)
         return 2
@@ -210,8 +265,8 @@ def run_ask(args: argparse.Namespace, settings: Settings) -> int:
 def render(answer) -> str:
     """The answer for a terminal: the text, then each cited case with its source and passages."""
     lines = [answer.answer]
-    if answer.standalone_question != answer.question:
-        lines.insert(0, f"(understood as: {answer.standalone_question})\n")
+    if answer.understood_as:
+        lines.insert(0, f"(understood as: {answer.understood_as})\n")
     for citation in answer.citations:
         lines.append(f"\n[{citation.case_id}] {citation.title}\n  source: {citation.source}")
         lines.extend(f'  > "{passage}"' for passage in citation.passages)
@@ -240,22 +295,39 @@ def run_chat(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _chat_jsonl(bot) -> int:
-    """One answer object per input line, in order; lines with the same `conversation` share a conversation."""
+    """One answer object per input line, in order; lines with the same `conversation` share a conversation.
+    A line that cannot be answered gets an error object naming the line and the problem; the others go on."""
     status = 0
-    for number, line in enumerate(sys.stdin, start=1):
-        if not line.strip():
+    for number, raw in enumerate(sys.stdin.buffer, start=1):  # bytes: one line of bad UTF-8 is that line's error
+        if not raw.strip():
             continue
         try:
-            request = json.loads(line)
-            if not isinstance(request, dict) or "question" not in request:
-                raise ValueError('expected an object with a "question" field')
-            filters = request.get("filters") or {}
-            answer = bot.ask(request["question"], str(request.get("conversation", "default")), filters)
+            question, conversation, filters = _jsonl_request(raw)
+            answer = bot.ask(question, conversation, checked_filters(bot, filters))
             print(answer.model_dump_json(), flush=True)
-        except ValueError as error:  # json.JSONDecodeError, QuestionError and FilterError are ValueErrors
+        except ValueError as error:  # bad JSON or fields, QuestionError and FilterError are ValueErrors
             print(json.dumps({"error": f"line {number}: {error}", "line": number}), flush=True)
             status = 2
     return status
+
+
+def _jsonl_request(raw: bytes) -> tuple[object, str, dict[str, str]]:
+    """The question, conversation and filters of one `chat --jsonl` line; ValueError names what is wrong."""
+    try:
+        request = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise ValueError(f"not UTF-8 text (byte {error.start})") from None
+    except RecursionError:
+        raise ValueError("the JSON is nested too deeply") from None
+    if not isinstance(request, dict) or "question" not in request:
+        raise ValueError('expected an object with a "question" field')
+    conversation = request.get("conversation", "default")
+    if not isinstance(conversation, (str, int)) or isinstance(conversation, bool):
+        raise ValueError(f'"conversation" must be a string, not {json.dumps(conversation)[:60]}')
+    filters = request.get("filters") or {}
+    if not isinstance(filters, dict) or not all(isinstance(value, str) for value in filters.values()):
+        raise ValueError(f'"filters" must be an object of "KEY": "VALUE" strings, not {json.dumps(filters)[:60]}')
+    return request["question"], str(conversation), filters
 
 
 def run_eval(args: argparse.Namespace, settings: Settings) -> int:

@@ -7,34 +7,30 @@ bot/verification.py before it is shown, and any failure falls back to the extrac
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 
-from bot.answer import Answer, Citation, compose, prompt, refusal, select_cases
+from bot.answer import Answer, Citation, compose, prompt, refusal
+from bot.gate import Gate
 from bot.generation import EXTRACTIVE, BackendError, ChatBackend, Evidence, evidence
 from bot.index import CaseIndex, ensure_index
 from bot.lexicon import Lexicon
+from bot.resolution import Resolver
 from bot.retrieval import CaseHit, Retriever
 from bot.settings import Settings
 from bot.verification import UNVERIFIED_MARK, CitationVerifier
 
 MAX_QUESTION_CHARS = 2000
-# Words that point back at the conversation rather than naming a case.
-ANAPHORA = re.compile(
-    r"\b(she|he|her|him|his|hers|they|them|their|it|that case|this case|the case|that patient|this patient|"
-    r"the patient|that one|this one|same case|same patient|that|this|those|these|then|next|instead)\b",
-    re.IGNORECASE)
-SINGULAR = re.compile(r"\b(she|he|her|him|his|hers|that case|this case|the case|that patient|this patient|"
-                      r"the patient|that one|this one|same case|same patient)\b", re.IGNORECASE)
-
-
-# A question this short after an answer ("Did the kidneys recover?") continues it unless it names a new topic.
-SHORT_FOLLOW_UP_WORDS = 6
 # Earlier turns shown to the model when it condenses a follow-up.
 CONDENSE_TURNS = 3
+# Conversations kept in memory, the least recently used forgotten first, and the longest conversation id.
+MAX_CONVERSATIONS = 10_000
+MAX_CONVERSATION_ID_CHARS = 200
 
 
 def ranked_ids(hits: list[CaseHit], citations: list[Citation]) -> list[str]:
@@ -51,7 +47,7 @@ class QuestionError(ValueError):
 class Turn:
     question: str
     standalone_question: str
-    cited: list[str]
+    cited: list[str]  # the cases the answer was composed from, lead first (not a pathway table's extra rows)
 
 
 @dataclass
@@ -59,12 +55,9 @@ class Conversation:
     turns: list[Turn] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def focus(self) -> list[str]:
-        """The cases the last answered turn was about, best first."""
-        for turn in reversed(self.turns):
-            if turn.cited:
-                return turn.cited
-        return []
+    def foci(self) -> list[list[str]]:
+        """The cases of each answered turn, best first, the latest turn's first."""
+        return [turn.cited for turn in reversed(self.turns) if turn.cited]
 
 
 def clean_question(question: object) -> str:
@@ -93,12 +86,23 @@ class CaseBot:
         self.retriever = Retriever(self.index, self.lexicon, settings)
         self.backend = ChatBackend(settings) if settings.llm != EXTRACTIVE else None
         self.verifier = CitationVerifier(self.lexicon, self.retriever.embedder, settings.verify_min_similarity)
-        self._conversations: dict[str, Conversation] = {}
+        self.resolver = Resolver(self.retriever.language, self.lexicon)
+        self.gate = Gate(settings, self.index.cache_dir.with_name(self.index.cache_dir.name + "-gate.json"))
+        self.gate.model(self.retriever)  # fitted (or read) now, so the first question is not kept waiting
+        self._conversations: OrderedDict[str, Conversation] = OrderedDict()
         self._guard = threading.Lock()
 
     def conversation(self, name: str) -> Conversation:
+        """The named conversation; at most MAX_CONVERSATIONS are kept (the least recently used go first) and a
+        very long name is kept as its digest, so memory stays bounded whatever clients send."""
+        if len(name) > MAX_CONVERSATION_ID_CHARS:
+            name = "sha256:" + hashlib.sha256(name.encode("utf-8", "replace")).hexdigest()
         with self._guard:
-            return self._conversations.setdefault(name, Conversation())
+            convo = self._conversations.pop(name, None) or Conversation()
+            self._conversations[name] = convo
+            while len(self._conversations) > MAX_CONVERSATIONS:
+                self._conversations.popitem(last=False)
+            return convo
 
     def forget(self, name: str) -> None:
         with self._guard:
@@ -119,37 +123,14 @@ class CaseBot:
         text = clean_question(question)
         convo = self.conversation(conversation)
         with convo.lock:
-            answer = yield from self._answer(text, convo, filters)
-            convo.turns.append(Turn(text, answer.standalone_question, [c.case_id for c in answer.citations]))
+            answer, answered_from = yield from self._answer(text, convo, filters)
+            convo.turns.append(Turn(text, answer.standalone_question, answered_from))
         yield answer
-
-    def resolve(self, question: str, convo: Conversation) -> tuple[str, list[str] | None]:
-        """The standalone question, and the cases a follow-up is restricted to (None for a new topic)."""
-        focus = convo.focus()
-        points_back = ANAPHORA.search(question) or len(question.split()) <= SHORT_FOLLOW_UP_WORDS
-        if not focus or not points_back or self._names_new_case(question, focus):
-            return question, None
-        if SINGULAR.search(question):  # "she", "that case": the case the last answer put first
-            focus = focus[:1]
-        return self.about(question, focus), focus
 
     def about(self, question: str, focus: list[str]) -> str:
         """A follow-up with the titles of the cases it points back to, so retrieval within them finds it similar."""
         titles = "; ".join(self.retriever.cases[cid].title for cid in focus if cid in self.retriever.cases)
         return f"{question} (about: {titles})"
-
-    def _names_new_case(self, question: str, focus: list[str]) -> bool:
-        """Without a pronoun pointing back, a question naming a therapy, organ or antibody that none of
-        the focus cases mention starts a new topic ("what about renal crisis, then?")."""
-        if SINGULAR.search(question):
-            return False
-        named = [surface for surface, terms in self.lexicon.mentions(question)
-                 if any(term.group != "terms" for term in terms)]
-        if not named:
-            return False
-        focus_tokens = set().union(*(self.retriever.side.case_tokens.get(cid, set()) for cid in focus))
-        concepts = [c for c in self.retriever.concepts(question) if c.label in named]
-        return any(not any(alt <= focus_tokens for alt in c.alternatives) for c in concepts)
 
     def condensed(self, question: str, convo: Conversation, warnings: list[str]) -> str:
         """A follow-up rewritten by the model (prompts/condense.md); as asked if that fails."""
@@ -167,24 +148,29 @@ class CaseBot:
             return question
 
     def _answer(self, question: str, convo: Conversation,
-                filters: dict[str, str] | None) -> Generator[str, None, Answer]:
+                filters: dict[str, str] | None) -> Generator[str, None, tuple[Answer, list[str]]]:
+        """The answer, and the cases it was answered from (lead first): what a follow-up refers back to."""
         started = time.perf_counter()
         retriever = self.retriever.snapshot()
         warnings: list[str] = []
-        standalone, focus = self.resolve(question, convo)
+        question_read, corrections = self.resolver.corrected(question, retriever)
+        resolution = self.resolver.resolve(question_read, convo.foci(), retriever, corrections)
+        follow_up = resolution.kind == "follow-up"
+        standalone = self.about(question_read, resolution.cases) if follow_up else question_read
         condense_s = 0.0
-        if focus and self.backend:  # the model's rewrite, still tied to the cases so a poor one cannot stray
+        if follow_up and self.backend:  # the model's rewrite, still tied to the cases so a poor one cannot stray
             asked_at = time.perf_counter()
-            standalone = self.about(self.condensed(question, convo, warnings), focus)
+            standalone = self.about(self.condensed(question_read, convo, warnings), resolution.cases)
             condense_s = time.perf_counter() - asked_at
-        hits = retriever.search(standalone if focus else question, filters,
-                                only_cases=set(focus) if focus else None)
+        hits = retriever.search(standalone, filters, only_cases=set(resolution.cases) if follow_up else None)
         retrieved_at = time.perf_counter()
-        concepts = retriever.concepts(question)
-        if focus:
-            for hit in hits:  # a follow-up is about its case by construction; only similarity is checked
-                hit.coverage = 1.0
-        chosen = select_cases(hits, self.settings)
+        # What the question asks in its own words: a follow-up's references ("she", "the outcome") name no concept.
+        own_words = retriever.language.referring_words(question_read) if follow_up else question_read
+        concepts = retriever.concepts(own_words)
+        if follow_up:
+            for hit in hits:
+                hit.coverage = retriever.coverage(concepts, hit.case.id)
+        chosen, gate = self.gate.decide(hits, concepts, retriever)
         generated, unsupported, verify_ms = None, [], None
         if chosen and self.backend:
             shown = evidence(chosen, retriever, self.settings.llm_passages)
@@ -196,7 +182,8 @@ class CaseBot:
         if generated:
             text, citations = generated
         elif chosen:
-            text, citations = compose(question, chosen, concepts, retriever, self.settings, filters)
+            text, citations = compose(question_read, chosen, retriever.concepts(question_read), retriever,
+                                      self.settings, filters, aspect=resolution.aspect)
         else:
             text, citations = refusal(retriever, self.settings), []
         done = time.perf_counter()
@@ -207,10 +194,14 @@ class CaseBot:
             timings["condense"] = round(condense_s * 1000, 1)
         if verify_ms is not None:
             timings["verify"] = verify_ms
+        titles = {cid: case.title for cid, case in retriever.cases.items() if cid in resolution.cases}
+        cited = {c.case_id for c in citations}
         return Answer(
             question=question, standalone_question=standalone, answer=text, citations=citations,
             refused=not chosen, backend=self.settings.llm if generated else EXTRACTIVE, unsupported=unsupported,
-            warnings=warnings, retrieved=ranked_ids(hits, citations), timings_ms=timings)
+            warnings=warnings, retrieved=ranked_ids(hits, citations), timings_ms=timings,
+            understood_as=resolution.note(titles), resolution=resolution, gate=gate
+        ), [hit.case.id for hit in chosen if hit.case.id in cited]
 
     def _draft(self, question: str, shown: Evidence, warnings: list[str]) -> Generator[str, None, str | None]:
         """The model's text, passed on piece by piece as it comes; None (and a warning) when the backend fails."""

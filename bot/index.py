@@ -28,7 +28,7 @@ from chromadb.config import Settings as ChromaSettings
 from langchain_core.documents import Document
 from tqdm import tqdm
 
-from bot.cases import Case, Rejection, load_cases
+from bot.cases import Case, Rejection, load_cases, same_file
 from bot.chunking import chunk_case, chunker_signature
 from bot.embedding import DIMENSIONS, MiniLMEmbeddings, model_name
 from bot.identifiers import scan_case
@@ -47,6 +47,10 @@ class IndexMismatch(RuntimeError):
     """The index was built with another embedding model or chunking; mixing them would corrupt results."""
 
 
+class IndexWriteError(RuntimeError):
+    """The side index could not be written (a full disk, a read-only folder); the message names the folder."""
+
+
 @dataclass
 class IngestReport:
     added: list[str] = field(default_factory=list)
@@ -56,6 +60,7 @@ class IngestReport:
     rejected: list[Rejection] = field(default_factory=list)
     identifiers: list[str] = field(default_factory=list)  # "path: line N: possible <kind> '<text>'"
     chunks_embedded: int = 0
+    completed: bool = False  # an earlier ingest had been cut short (killed, disk full) and this one finished it
 
     def counts(self) -> dict[str, int]:
         return {"added": len(self.added), "updated": len(self.updated), "unchanged": len(self.unchanged),
@@ -114,6 +119,21 @@ class CaseIndex:
     def _stamp(self, version: str) -> None:
         self.collection.modify(metadata={**self.manifest, "version": version})
 
+    def _settled(self) -> bool:
+        """Whether the last ingest finished: the collection carries a final stamp and the side index was built
+        for it. An ingest killed (or out of disk space) after its last write leaves one of them behind."""
+        version = self.version()
+        try:
+            side = (self.cache_dir / "version").read_text()
+        except OSError:
+            return False
+        return not version.startswith(INGESTING) and side == f"{version}:{TOKENIZER_VERSION}"
+
+    @cached_property
+    def max_batch(self) -> int:
+        """Most records one Chroma call may carry (5,461 for the embedded SQLite store; a server says its own)."""
+        return self.client.get_max_batch_size()
+
     def count(self) -> int:
         return self.collection.count()
 
@@ -170,10 +190,12 @@ class CaseIndex:
 
     def _ingest(self, sources: list[Path], lexicon: Lexicon, progress: bool, strict: bool,
                 prune: bool) -> IngestReport:
-        cases, rejections = load_cases(sources, lexicon)
-        report = IngestReport(rejected=rejections)
-        cases = self._screen_identifiers(cases, report, strict)
         stored = self._stored()
+        cases, rejections = load_cases(sources, lexicon, self.settings.max_case_chars,
+                                       owners={cid: entry["path"] for cid, entry in stored.items()})
+        report = IngestReport(rejected=rejections)
+        cases = self._keep_owners(cases, stored, report, prune)
+        cases = self._screen_identifiers(cases, report, strict)
         to_embed: list[Case] = []
         for case in cases:
             previous = stored.get(case.id)
@@ -189,15 +211,33 @@ class CaseIndex:
         kept_paths = {str(r.path) for r in rejections}  # a file that became invalid keeps its last good chunks
         report.removed = sorted(cid for cid, entry in stored.items()
                                 if prune and cid not in current and entry["path"] not in kept_paths)
-        if not (to_embed or report.removed) and self.cache_dir.joinpath("version").exists():
-            return report
+        if not (to_embed or report.removed):
+            if self._settled():
+                return report
+            report.completed = True
         self._stamp(f"{INGESTING}{uuid.uuid4().hex}")
-        for cid in [*report.removed, *(c.id for c in to_embed if c.id in stored)]:
-            self.collection.delete(ids=stored[cid]["ids"])
+        stale = [chunk for cid in [*report.removed, *(c.id for c in to_embed if c.id in stored)]
+                 for chunk in stored[cid]["ids"]]
+        for start in range(0, len(stale), self.max_batch):
+            self.collection.delete(ids=stale[start : start + self.max_batch])
         report.chunks_embedded = self._embed_and_store(to_embed, progress)
         self._stamp(uuid.uuid4().hex)
         SideIndex.rebuild(self)
         return report
+
+    @staticmethod
+    def _keep_owners(cases: list[Case], stored: dict[str, dict], report: IngestReport, prune: bool) -> list[Case]:
+        """A case already indexed keeps its id: a file from elsewhere claiming it is rejected by name. It may take
+        the id over only as the same case renamed or moved, when a full ingest finds the old file gone."""
+        kept = []
+        for case in cases:
+            owner = stored.get(case.id, {}).get("path")
+            if owner and not same_file(owner, case.path) and (not prune or Path(owner).exists()):
+                report.rejected.append(Rejection(Path(case.path), f"duplicate id {case.id!r}, already used by "
+                                                                  f"{owner} (in the index)"))
+            else:
+                kept.append(case)
+        return kept
 
     @staticmethod
     def _screen_identifiers(cases: list[Case], report: IngestReport, strict: bool) -> list[Case]:
@@ -224,12 +264,17 @@ class CaseIndex:
         stored = 0
 
         def flush() -> None:
+            """Embeds and stores what is pending, in calls within both the model's slice and Chroma's batch limit
+            (one long case alone can pass the limit)."""
             nonlocal stored
-            self.collection.upsert(ids=[doc.id for doc in pending],
-                                   embeddings=embedder.embed_array([doc.page_content for doc in pending]),
-                                   documents=[doc.page_content for doc in pending],
-                                   metadatas=[doc.metadata for doc in pending])
-            stored += len(pending)
+            step = min(EMBED_SLICE, self.max_batch)
+            for start in range(0, len(pending), step):
+                part = pending[start : start + step]
+                self.collection.upsert(ids=[doc.id for doc in part],
+                                       embeddings=embedder.embed_array([doc.page_content for doc in part]),
+                                       documents=[doc.page_content for doc in part],
+                                       metadatas=[doc.metadata for doc in part])
+                stored += len(part)
             pending.clear()
 
         for case in cases:
@@ -329,17 +374,26 @@ class SideIndex:
         folder = index.cache_dir
         folder.parent.mkdir(parents=True, exist_ok=True)
         # Its own temporary folder: two processes (or threads) may rebuild the same version at once.
-        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f"{folder.name}.tmp-"))
         tokens = tokenize([row[1] for row in rows]) if rows else []
         retriever = bm25s.BM25()
         if rows:
             retriever.index(tokens, show_progress=False)
-            retriever.save(tmp / "bm25", show_progress=False)
         table = {"ids": [r[0] for r in rows], "metas": [r[2] for r in rows], "tokens": tokens}
-        (tmp / "chunks.json").write_text(json.dumps(table))
         vectors = np.asarray([r[3] for r in rows], dtype=np.float32) if rows else np.zeros((0, DIMENSIONS), np.float32)
-        np.save(tmp / "vectors.npy", vectors)
-        (tmp / "version").write_text(f"{version}:{TOKENIZER_VERSION}")
+        tmp = None
+        try:
+            tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f"{folder.name}.tmp-"))
+            if rows:
+                retriever.save(tmp / "bm25", show_progress=False)
+            (tmp / "chunks.json").write_text(json.dumps(table))
+            np.save(tmp / "vectors.npy", vectors)
+            (tmp / "version").write_text(f"{version}:{TOKENIZER_VERSION}")
+        except OSError as error:  # a full disk: no half-written copy is left, the previous one stays
+            if tmp:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise IndexWriteError(f"cannot write the side index in {folder.parent} "
+                                  f"({error.strerror or error}); free space there and run `casebot ingest` "
+                                  "again to complete the index") from error
         shutil.rmtree(folder, ignore_errors=True)
         try:
             tmp.rename(folder)
@@ -384,12 +438,17 @@ def ensure_index(settings: Settings, lexicon: Lexicon, log: Callable[[str], None
         log(f"index at {index.location} is empty: building it from {settings.knowledge}")
         report = index.ingest([settings.knowledge], lexicon)
         log(format_report(report))
+    elif index.version().startswith(INGESTING):
+        log(f"warning: an ingest into {index.location} is running or was cut short; the cases stored so far are "
+            "served, and the rest appear when it finishes (re-run `casebot ingest` if none is running)")
     return index
 
 
 def format_report(report: IngestReport) -> str:
     counts = ", ".join(f"{n} {name}" for name, n in report.counts().items())
     lines = [f"{counts} ({report.chunks_embedded} chunks embedded)"]
+    if report.completed:
+        lines.append("completed an earlier ingest that had been cut short; the index is now current")
     lines.extend(f"rejected {rejection}" for rejection in report.rejected)
     lines.extend(f"check {finding}" for finding in report.identifiers if not any(
         finding.startswith(f"{r.path}:") for r in report.rejected))

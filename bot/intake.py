@@ -20,6 +20,8 @@ from bot.index import CaseIndex, IngestReport
 from bot.lexicon import Lexicon
 from bot.settings import Settings
 
+# Likely identifiers named in a refusal; a file with thousands gets the first ones and a count.
+SHOWN_FINDINGS = 20
 SECTIONS = ("Presentation", "Prior treatment", "Resistance", "Next therapy", "Outcome", "Teaching points")
 
 
@@ -45,14 +47,15 @@ def check(filename: str, data: bytes, settings: Settings, lexicon: Lexicon, exis
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / f"{slug(Path(name).stem)}{suffix}"
         path.write_bytes(data)
-        cases, rejections = load_cases([path], lexicon)
+        cases, rejections = load_cases([path], lexicon, settings.max_case_chars)
         if rejections:
             raise IntakeError(f"{name}: {rejections[0].reason}")
         case = cases[0]
         findings = scan_case(case)
     if findings:
+        more = f"; and {len(findings) - SHOWN_FINDINGS} more" if len(findings) > SHOWN_FINDINGS else ""
         raise IntakeError(f"{name}: possible patient identifiers; remove them and add the file again: "
-                          + "; ".join(str(finding) for finding in findings))
+                          + "; ".join(str(finding) for finding in findings[:SHOWN_FINDINGS]) + more)
     target = f"{case.id}{suffix}"
     if case.id in existing or (settings.cases_dir / target).exists():
         raise IntakeError(f"{name}: the library already has a case with id {case.id!r}; ids are never reused")

@@ -5,18 +5,14 @@ cannot contain anything the library does not record."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Iterable
 
 from pydantic import BaseModel
 
 from bot.cases import Case
-from bot.lexicon import Lexicon
+from bot.lexicon import Lexicon, QuestionLanguage
 
 OUTCOME_ORDER = ("improved", "stabilised", "partial", "worsened", "died", "unknown")
-# A question asks for a pathway when it names a therapy together with its failure.
-FAILURE_WORDS = re.compile(r"\b(fail\w*|despite|resist\w*|refractory|progress\w* on|not respond\w*|"
-                           r"no response|after|on)\b", re.IGNORECASE)
 
 
 class PathwayRow(BaseModel):
@@ -85,12 +81,8 @@ def markdown_table(result: Pathway, per_cell: int | None = None) -> str:
     return "\n".join(lines)
 
 
-def failed_therapy_asked(question: str, lexicon: Lexicon, recorded: Collection[str]) -> str | None:
-    """The therapy a question says has failed ("progressing on MMF", "after rituximab failed"), if it is one
+def failed_therapy_asked(question: str, lexicon: Lexicon, language: QuestionLanguage,
+                         recorded: Collection[str]) -> str | None:
+    """The therapy a question says has failed ("progressing on MMF", "RTX after CYC failure": CYC), if it is one
     of the `recorded` failed therapies (lexicon names); None when the question does not ask for a pathway."""
-    if not FAILURE_WORDS.search(question):
-        return None
-    for term in lexicon.find(question):
-        if term.group == "therapies" and term.canonical in recorded:
-            return term.canonical
-    return None
+    return next((name for name in language.failed_therapies(question, lexicon) if name in recorded), None)

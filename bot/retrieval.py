@@ -15,9 +15,9 @@ import numpy as np
 from bot.cases import ORGANS, Case
 from bot.embedding import MiniLMEmbeddings
 from bot.index import INGESTING, CaseIndex, SideIndex
-from bot.lexicon import Lexicon
+from bot.lexicon import Lexicon, QuestionLanguage
 from bot.settings import Settings
-from bot.text import tokenize
+from bot.text import stem, tokenize
 
 FILTER_KEYS = ("organ", "subtype", "therapy", "outcome")
 
@@ -50,11 +50,13 @@ class Concept:
     label: str
     alternatives: list[set[str]]  # stemmed token sets; the concept is present if any is contained
     weight: float
+    lexical: bool = False  # names a therapy, organ, antibody or subtype of the lexicon (not a general term)
 
 
 class Retriever:
     def __init__(self, index: CaseIndex, lexicon: Lexicon, settings: Settings):
         self.index, self.lexicon, self.settings = index, lexicon, settings
+        self.language = QuestionLanguage.load(settings.question_language_path)
         self.embedder = MiniLMEmbeddings()
         self.side = SideIndex.load(index)
         self._refreshing = threading.Lock()
@@ -131,12 +133,22 @@ class Retriever:
                 hit = hits[cid] = CaseHit(self.cases[cid], score, 0.0)
             hit.similarity = max(hit.similarity, dense.get(row, 0.0))
             hit.passages.append(Passage(self.side.chunk_ids[row], meta["section"], meta["text"], score))
-        ranked = sorted(hits.values(), key=lambda h: -h.fused)[:limit]
+        ranked = self._failures_first(question, sorted(hits.values(), key=lambda h: -h.fused))[:limit]
         self._fill_similarity([h for h in ranked if h.similarity == 0.0], query_vector)
         concepts = self.concepts(question)
         for hit in ranked:
             hit.coverage = self.coverage(concepts, hit.case.id)
         return ranked
+
+    def _failures_first(self, question: str, ranked: list[CaseHit]) -> list[CaseHit]:
+        """When the question says a therapy failed ("ILD progressing on MMF"), the cases whose front matter
+        records that failure lead, in their fused order; the rest follow."""
+        failed = set(self.language.failed_therapies(question, self.lexicon))
+        if not failed:
+            return ranked
+        canonical = self.lexicon.canonical
+        records = [failed & {canonical("therapies", t) or t for t in hit.case.failed_therapies} for hit in ranked]
+        return [hit for hit, r in zip(ranked, records) if r] + [hit for hit, r in zip(ranked, records) if not r]
 
     def _dense(self, query_vector: list[float], allowed: set[str] | None) -> dict[int, float]:
         """Row number -> cosine similarity for the nearest chunks, in rank order: Chroma's nearest-neighbour
@@ -198,11 +210,25 @@ class Retriever:
             own = set(tokenize([surface])[0])
             for term in terms:
                 rest = self.lexicon.strip(rest, term)
-            concepts.append(Concept(surface, alternatives, max((self.idf(t) for t in own), default=0.0)))
+            concepts.append(Concept(surface, alternatives, max((self.idf(t) for t in own), default=0.0),
+                                    lexical=any(term.group != "terms" for term in terms)))
         for token in dict.fromkeys(self.corrected(tokenize([rest])[0])):
             if token not in self._filler and not token.isdigit():
                 concepts.append(Concept(token, [{token}], self.idf(token)))
         return concepts
+
+    @staticmethod
+    def stem(word: str) -> str:
+        return stem(word)
+
+    def library_coverage(self, concepts: list[Concept]) -> float:
+        """IDF-weighted share of the concepts the library holds anywhere: low for a question about something
+        else entirely ("the capital of France"), whichever case it is compared with."""
+        total = sum(c.weight for c in concepts)
+        if total == 0:
+            return 1.0
+        known = self.side.doc_freq
+        return sum(c.weight for c in concepts if any(all(t in known for t in alt) for alt in c.alternatives)) / total
 
     def idf(self, token: str) -> float:
         n = len(self.side.chunk_ids)

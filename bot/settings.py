@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     # Chunking: recorded in the index; an index built with other values is refused, not mixed.
     chunk_size: int = 1000
     chunk_overlap: int = 100
+    max_case_chars: int = Field(200_000, ge=1, description="Most characters of text in one case file (a case "
+                                "report has a few thousand); a larger file is refused by name before embedding")
 
     # Retrieval
     candidates: int = Field(40, description="Chunks taken from each of dense and BM25 before fusion")
@@ -44,10 +46,12 @@ class Settings(BaseSettings):
     table_cases_per_cell: int = Field(3, ge=1, description="Case markers per cell of a pathway table in an answer "
                                       "(then \"+N more\"; the counts are complete)")
 
-    # Relevance gate, calibrated by bench/calibrate_gate.py on the shipped eval set (see README).
-    gate_min_similarity: float = 0.25
-    gate_min_coverage: float = 0.42
-    gate_case_ratio: float = 0.70
+    # Relevance gate (bot/gate.py): fitted on each library itself; these only shape its fit and the answer.
+    gate_calibration_questions: int = Field(400, ge=10, description="Questions written from the library's cases "
+                                            "to fit the gate on (a sample of cases in a larger library)")
+    gate_case_ratio: float = Field(0.70, description="A further case is cited when its concept coverage is at "
+                                   "least this share of the lead case's")
+    gate_similarity_gap: float = Field(0.15, description="... and its similarity at most this far below the lead's")
 
     # Generation backends (bot/generation.py) and the citation check (bot/verification.py)
     llm_timeout: float = Field(60.0, gt=0, description="Seconds one model call may take before the extractive answer is shown")
@@ -77,6 +81,18 @@ class Settings(BaseSettings):
             return self.lexicon
         own = self.knowledge / "lexicon.yaml"
         return own if own.exists() else PROJECT_ROOT / "knowledge" / "lexicon.yaml"
+
+    @property
+    def question_language_path(self) -> Path:
+        """How questions refer back and name failures (knowledge/question_language.yaml), the library's own first."""
+        own = self.knowledge / "question_language.yaml"
+        return own if own.exists() else PROJECT_ROOT / "knowledge" / "question_language.yaml"
+
+    @property
+    def gate_calibration_path(self) -> Path:
+        """Templates and the off-topic bank the gate is calibrated with (knowledge/gate_calibration.yaml)."""
+        own = self.knowledge / "gate_calibration.yaml"
+        return own if own.exists() else PROJECT_ROOT / "knowledge" / "gate_calibration.yaml"
 
     @property
     def cases_dir(self) -> Path:

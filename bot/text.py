@@ -19,6 +19,11 @@ def _stemmer() -> Stemmer.Stemmer:
     return Stemmer.Stemmer("english")
 
 
+def stem(word: str) -> str:
+    """A single word as the index stores it (lower-cased, Snowball-stemmed)."""
+    return _stemmer().stemWord(word.lower())
+
+
 def tokenize(texts: list[str]) -> list[list[str]]:
     """Lower-cased, stop words removed, stemmed (Snowball): the same for documents and questions."""
     return bm25s.tokenize(texts, stopwords=list(STOPWORDS_EN_PLUS), stemmer=_stemmer(), return_ids=False, show_progress=False)

@@ -87,8 +87,8 @@ def answer_blocks(answer: Answer, filters: dict[str, str]) -> list[str]:
     """The chat message in pieces, in the order they are streamed: notes first, then one case block at a time
     (joined, the pieces are the whole message)."""
     notes = []
-    if answer.standalone_question != answer.question:
-        notes.append(f'<span class="answer-note">Understood as: {as_text(answer.standalone_question)}</span>')
+    if answer.understood_as:
+        notes.append(f'<span class="answer-note">Understood as: {as_text(answer.understood_as)}</span>')
     if filters:
         notes.append(f'<span class="answer-note">{as_text("filtered to: " + describe_filters(filters))}</span>')
     body = [answer_text(piece) for piece in _CASE_BLOCK.split(answer.answer) if piece] or [""]
@@ -180,8 +180,8 @@ def conversation_markdown(turns: list[dict]) -> str:
         if answer is None:
             lines += [f"_Not answered: {record['error']}_", ""]
             continue
-        if answer["standalone_question"] != answer["question"]:
-            lines += [f"_Understood as: {answer['standalone_question']}_", ""]
+        if answer.get("understood_as"):
+            lines += [f"_Understood as: {answer['understood_as']}_", ""]
         if record["filters"]:
             lines += [f"_Filtered to: {describe_filters(record['filters'])}_", ""]
         lines += [answer["answer"], ""]
@@ -361,10 +361,13 @@ def build(bot: CaseBot) -> gr.Blocks:
 
         demo.load(current_filters, None, filters, api_visibility="private")
 
-        def ask(question: str, conversation_id: str = "api") -> dict:
-            """The answer object of SPEC section 4 for `question` within conversation `conversation_id`."""
+        def ask(question: str, conversation_id: str | None = None, request: gr.Request | None = None) -> dict:
+            """The answer object of SPEC section 4 for `question` within conversation `conversation_id`; without
+            one, the caller's own session's conversation (each client has its own session), never a shared one."""
+            session = request.session_hash if request and request.session_hash else new_conversation_id()
+            name = f"api:{conversation_id}" if conversation_id else f"api-session:{session}"
             try:
-                return bot.ask(question, f"api:{conversation_id}").model_dump()
+                return bot.ask(question, name).model_dump()
             except QuestionError as error:
                 raise gr.Error(str(error)) from error
 

@@ -1,0 +1,311 @@
+"""What a sentence asserts, and whether a case's sentences assert the same: the claim check behind verification.
+
+Similarity and shared names cannot see that "the TMA resolved" became "eculizumab failed to stop the TMA".
+So each sentence is read, clause by clause, into assertions: what was done with each therapy (started,
+continued, stopped, tapered, increased, failed, worked), how each topic went (a measure rising or falling,
+an organ improving, the patient dying), how severe, which therapy came before which, and who (a woman or a
+man). A claim's assertion must be stated by the case sentences it rests on (or, failing those, by the rest of
+the case) or at least not be contradicted by them, and must agree with the case's front matter. The words
+and patterns are data (knowledge/claims.yaml), read once.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import yaml
+
+from bot.lexicon import Lexicon
+
+OVERALL = "the patient"  # the topic of a clause that names no organ or measure
+_TOKEN = "\u27e6{}\u27e7"  # a therapy mention, replaced by its number, so patterns can say {T}
+_TOKEN_RE = r"\u27e6\d+\u27e7"
+
+
+@dataclass(frozen=True)
+class Assertion:
+    kind: str  # "action" (key: a therapy), "valence" or "severity" (key: a topic)
+    key: str
+    value: str
+
+
+@dataclass
+class Reading:
+    """What one sentence asserts."""
+
+    assertions: set[Assertion] = field(default_factory=set)
+    order: set[tuple[str, str]] = field(default_factory=set)  # (earlier therapy, later therapy)
+    sexes: set[str] = field(default_factory=set)
+    grades: set[str] = field(default_factory=set)
+    # clauses whose valence is about the patient or a therapy: (therapies named, topics, values)
+    clauses: list[tuple[frozenset[str], frozenset[str], frozenset[str]]] = field(default_factory=list)
+
+    def values(self, kind: str, key: str) -> set[str]:
+        return {a.value for a in self.assertions if a.kind == kind and a.key == key}
+
+
+@dataclass(frozen=True)
+class FrontMatter:
+    """The case's failed and next therapies and outcome, as its summary passage states them."""
+
+    failed: frozenset[str]
+    next: frozenset[str]
+    outcome: str
+
+
+def _words(words: list[str]) -> str:
+    """One alternation matching any of `words` as whole words, longest first."""
+    alternatives = "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in sorted(set(words), key=len, reverse=True))
+    return rf"(?<![\w-])(?:{alternatives})(?![\w-])"
+
+
+class ClaimReader:
+    """Reads sentences into assertions with the vocabulary of knowledge/claims.yaml and the lexicon's names."""
+
+    def __init__(self, vocabulary: dict, lexicon: Lexicon):
+        self.v, self.lexicon = vocabulary, lexicon
+        flags = re.IGNORECASE
+        self.breaks = re.compile(vocabulary["clause_breaks"], flags)
+        negation = vocabulary["negation"]
+        self.negation = re.compile(_words(negation["cues"]) + r"|n't\b", flags)
+        self.window = int(negation["window"])
+        self.opposite: dict[str, str] = negation["opposite"]
+        self.actions = {value: [re.compile(self._therapy_slots(p), flags) for p in patterns]
+                        for value, patterns in vocabulary["actions"].items()}
+        self.roles = [(re.compile(self._therapy_slots(r["pattern"]), flags), r["A"], r["B"])
+                      for r in vocabulary["roles"]]
+        self.order_patterns = [re.compile(self._therapy_slots(p), flags) for p in vocabulary["order"]]
+        self.valence = {value: re.compile(_words(words), flags) for value, words in vocabulary["valence"].items()}
+        self.stable = self.valence.pop("stable")
+        self.direction = {value: re.compile(_words(words), flags) for value, words in vocabulary["direction"].items()}
+        self.measures = [(name, re.compile(_words(m["aliases"]), flags), m["better"])
+                         for name, m in vocabulary["measures"].items()]
+        self.severity = {level: re.compile(_words(words), flags) for level, words in vocabulary["severity"].items()}
+        self.grade = re.compile(vocabulary["grade"])
+        self.sex = {sex: re.compile(_words(words), flags) for sex, words in vocabulary["sex"].items()}
+        self.supports: dict[str, set[str]] = {k: set(v) for k, v in vocabulary["supports"].items()}
+        self.contradicts: dict[str, set[str]] = {k: set(v) for k, v in vocabulary["contradicts"].items()}
+        self.must_be_stated = set(vocabulary["must_be_stated"])
+        self.outcome_rules_out: dict[str, set[str]] = {k: set(v) for k, v in vocabulary["outcome_rules_out"].items()}
+        self.next_cannot_fail_when = set(vocabulary["next_cannot_fail_when"])
+        self.join_adjacent = bool(vocabulary.get("join_adjacent"))
+        labels = vocabulary["front_matter"]
+        self.front_matter_fields = {re.compile(rf"(?:^|\.\s+){re.escape(label)}:\s*([^.]*(?:\.\d[^.]*)*)", flags): name
+                                    for name, label in labels.items()}
+
+    @classmethod
+    def load(cls, path: Path, lexicon: Lexicon) -> ClaimReader:
+        return cls(yaml.safe_load(path.read_text(encoding="utf-8")), lexicon)
+
+    def _therapy_slots(self, pattern: str) -> str:
+        """A pattern of claims.yaml as a regular expression, ending at a word's end."""
+        return (pattern.replace("{W}", self.v["filler"]).replace("{T}", f"(?P<T>{_TOKEN_RE})")
+                .replace("{A}", f"(?P<A>{_TOKEN_RE})").replace("{B}", f"(?P<B>{_TOKEN_RE})") + r"(?!\w)")
+
+    @cached_property
+    def _organ_pattern(self) -> list[tuple[str, re.Pattern[str]]]:
+        return [(t.canonical, re.compile(_words(list(t.aliases)), re.IGNORECASE))
+                for t in self.lexicon.terms if t.group == "organs"]
+
+    def therapies(self, text: str) -> tuple[str, list[str]]:
+        """`text` with each therapy mention replaced by a numbered token, and the canonical name of each."""
+        names: list[str] = []
+        pattern = self.lexicon._pattern  # every alias, longest first
+
+        def token(match: re.Match) -> str:
+            terms = [t for t in self.lexicon.find(match.group(0)) if t.group == "therapies"]
+            if not terms:
+                return match.group(0)
+            names.append(terms[0].canonical)
+            return _TOKEN.format(len(names) - 1)
+
+        return pattern.sub(token, text), names
+
+    def front_matter(self, passages: list[str]) -> FrontMatter | None:
+        """The front matter from the summary passage (the one stating an outcome and therapies), if given."""
+        for passage in passages:
+            found = {name: match.group(1).strip() for pattern, name in self.front_matter_fields.items()
+                     if (match := pattern.search(passage))}
+            if "outcome" in found or "failed" in found or "next" in found:
+                def names(value: str) -> frozenset[str]:
+                    return frozenset(self.lexicon.canonical("therapies", v) or v.strip()
+                                     for v in value.split(",") if v.strip())
+                return FrontMatter(names(found.get("failed", "")), names(found.get("next", "")),
+                                   found.get("outcome", "unknown").split()[0].lower() if found.get("outcome") else "unknown")
+        return None
+
+    def read(self, sentence: str) -> Reading:
+        reading = Reading()
+        for sex, pattern in self.sex.items():
+            if pattern.search(sentence):
+                reading.sexes.add(sex)
+        reading.grades = {g.upper() for g in self.grade.findall(sentence)}
+        for clause in self.breaks.split(sentence):
+            if clause and clause.strip():
+                self._read_clause(clause, reading)
+        tokenised, names = self.therapies(sentence)
+        plain, _ = self._without_negation(tokenised)
+        for pattern in self.order_patterns:
+            for match in pattern.finditer(plain):
+                a, b = names[_number(match.group("A"))], names[_number(match.group("B"))]
+                if a != b:
+                    reading.order.add((a, b))
+        return reading
+
+    def _without_negation(self, text: str) -> tuple[str, list[int]]:
+        """`text` without its negation cues, and where each stood (so patterns match the positive form)."""
+        positions: list[int] = []
+        pieces, last, removed = [], 0, 0
+        for match in self.negation.finditer(text):
+            pieces.append(text[last:match.start()])
+            positions.append(match.start() - removed)
+            removed += match.end() - match.start()
+            last = match.end()
+        pieces.append(text[last:])
+        return "".join(pieces), positions
+
+    def _negated(self, text: str, positions: list[int], start: int, end: int) -> bool:
+        """A negation stood inside the match or at most `window` words before it."""
+        for position in positions:
+            if start <= position <= end:
+                return True
+            if position < start and len(text[position:start].split()) <= self.window:
+                return True
+        return False
+
+    def _read_clause(self, clause: str, reading: Reading) -> None:
+        tokenised, names = self.therapies(clause)
+        text, negations = self._without_negation(tokenised)
+        acted: set[tuple[str, str]] = set()
+        for pattern, role_a, role_b in self.roles:
+            for match in pattern.finditer(text):
+                for group, value in (("A", role_a), ("B", role_b)):
+                    acted.add((names[_number(match.group(group))], value))
+        for value, patterns in self.actions.items():
+            for pattern in patterns:
+                for match in pattern.finditer(text):
+                    negated = self._negated(text, negations, match.start(), match.end())
+                    acted.add((names[_number(match.group("T"))], self.opposite.get(value, value) if negated else value))
+        for therapy, value in acted:
+            if value not in ("start", "not_start") and (therapy, "not_start") in acted:
+                continue
+            reading.assertions.add(Assertion("action", therapy, value))
+
+        masked = text
+        measures: list[tuple[str, str, int, int]] = []
+        for name, pattern, better in self.measures:
+            for match in pattern.finditer(masked):
+                measures.append((name, better, match.start(), match.end()))
+        for _, _, start, end in measures:  # a measure's own words ("worsening events") carry no valence
+            masked = masked[:start] + "_" * (end - start) + masked[end:]
+        masked = re.sub(_TOKEN_RE, lambda m: "_" * len(m.group(0)), masked)
+        organs = {canonical for canonical, pattern in self._organ_pattern if pattern.search(clause)}
+        generic: set[str] = set()
+        for value, pattern in self.valence.items():
+            for match in pattern.finditer(masked):
+                negated = self._negated(masked, negations, match.start(), match.end())
+                generic.add(self.opposite.get(value, value) if negated else value)
+        stable = [m for m in self.stable.finditer(masked)]
+        if stable:
+            negated = all(self._negated(masked, negations, m.start(), m.end()) for m in stable)
+            generic.add("not_stable" if negated else "stable")
+        own: dict[str, set[str]] = {}
+        if not stable:
+            cues = [(m.start(), m.end(), d) for d, pattern in self.direction.items() for m in pattern.finditer(masked)]
+            for name, better, start, end in measures:
+                near = [(min(abs(cs - end), abs(start - ce)), cs, ce, d) for cs, ce, d in cues
+                        if len(masked[min(ce, start):max(cs, end)].split()) <= 4]
+                if not near:
+                    continue
+                _, cs, ce, direction = min(near)
+                reversed_by = [d for s, e, d in cues if e <= cs and len(masked[e:cs].split()) <= 3]
+                if reversed_by:  # "reduced the fall in FVC"
+                    direction = "up" if direction == "down" else "down"
+                negated = self._negated(masked, negations, cs, ce)
+                good = (direction == better) != negated
+                own.setdefault(name, set()).add(("good" if good else "bad") if not negated
+                                                 else ("not_bad" if good else "not_good"))
+        measured = {name for name, *_ in measures}
+        topics = (measured | organs) or {OVERALL}
+        values_all = generic.union(*own.values())
+        for topic in topics:  # a measure has its own direction; an organ takes every measure's
+            for value in generic | own.get(topic, set()) if topic in measured else values_all:
+                reading.assertions.add(Assertion("valence", topic, value))
+        levels = {level for level, pattern in self.severity.items() if pattern.search(masked)}
+        for topic in topics:
+            for level in levels:
+                reading.assertions.add(Assertion("severity", topic, level))
+        if values_all:
+            reading.clauses.append((frozenset(names), frozenset(topics), frozenset(values_all)))
+
+    def compare(self, claim: Reading, anchors: list[Reading], case: list[Reading],
+                front: FrontMatter | None) -> list[str]:
+        """What the claim asserts that the case does not: one problem per disagreement, in words."""
+        problems: list[str] = []
+        for assertion in sorted(claim.assertions, key=lambda a: (a.kind, a.key, a.value)):
+            kind, key, value = assertion.kind, assertion.key, assertion.value
+            said = set().union(*(r.values(kind, key) for r in anchors)) if anchors else set()
+            if not said:
+                said = set().union(*(r.values(kind, key) for r in case)) if case else set()
+            if kind == "severity":
+                if said and value not in said:
+                    problems.append(f"it calls {key} {value}; the case says {', '.join(sorted(said))}")
+                continue
+            if said & self.supports.get(value, {value}):
+                continue
+            against = said & self.contradicts.get(value, set())
+            if against:
+                problems.append(f"it says {_say(kind, key, value)}; the case says {_list(kind, key, against)}")
+            elif value in self.must_be_stated:
+                problems.append(f"it says {_say(kind, key, value)}; the case does not")
+        case_order = set().union(*(r.order for r in case)) if case else set()
+        if front:
+            case_order |= {(f, n) for f in front.failed - front.next for n in front.next - front.failed}
+        for earlier, later in sorted(claim.order):
+            if (later, earlier) in case_order and (earlier, later) not in case_order:
+                problems.append(f"it puts {earlier} before {later}; the case has {later} first")
+        case_sexes = set().union(*(r.sexes for r in case)) if case else set()
+        if claim.sexes and case_sexes and not claim.sexes & case_sexes:
+            problems.append(f"it speaks of a {'/'.join(sorted(claim.sexes))} patient; the case is about a "
+                            f"{'/'.join(sorted(case_sexes))} one")
+        case_grades = set().union(*(r.grades for r in case)) if case else set()
+        for grade in sorted(claim.grades - case_grades):
+            problems.append(f"the case gives no grade or class {grade}")
+        if front:
+            problems += self._against_front_matter(claim, front)
+        return problems
+
+    def _against_front_matter(self, claim: Reading, front: FrontMatter) -> list[str]:
+        problems = []
+        for a in claim.assertions:
+            if a.kind != "action":
+                continue
+            if a.value == "work" and a.key in front.failed - front.next:
+                problems.append(f"it says {a.key} worked; the case records it as failed")
+            if a.value == "fail" and a.key in front.next - front.failed and front.outcome in self.next_cannot_fail_when:
+                problems.append(f"it says {a.key} failed; the case records it as what followed, outcome {front.outcome}")
+            if a.value == "not_start" and a.key in front.failed | front.next:
+                problems.append(f"it says {a.key} was not given; the case records it as given")
+        ruled_out = self.outcome_rules_out.get(front.outcome, set())
+        for therapies, topics, values in claim.clauses:
+            about_next = therapies and therapies <= front.next - front.failed
+            about_patient = not therapies and topics == {OVERALL}
+            if (about_next or about_patient) and values & ruled_out:
+                problems.append(f"it says the course was {', '.join(sorted(values & ruled_out))}; "
+                                f"the case's outcome is {front.outcome}")
+        return list(dict.fromkeys(problems))
+
+
+def _number(token: str) -> int:
+    return int(token[1:-1])
+
+
+def _say(kind: str, key: str, value: str) -> str:
+    return f"{key} {value.replace('_', ' ')}" if kind == "action" else f"{key}: {value.replace('_', ' ')}"
+
+
+def _list(kind: str, key: str, values: set[str]) -> str:
+    return " / ".join(_say(kind, key, v) for v in sorted(values))

@@ -1,0 +1,264 @@
+"""Answer or refuse: the relevance gate, calibrated on the library it guards.
+
+A question is answered from a case when a small logistic model over three signals says the case bears on it:
+the best cosine similarity between the question and the case's chunks, the share (IDF-weighted) of the
+question's concepts the case holds, and the share the library holds anywhere (low for "the capital of
+France", whichever case it is compared with). Fixed thresholds tuned on one library misfire on another, so
+the model is fitted on each library itself: positives are questions written from its own cases by the
+templates of knowledge/gate_calibration.yaml, negatives the off-topic bank there minus the questions whose
+topic the library holds. The fit is cached beside the side index, keyed by the library's version, and
+refitted when the library changes. `casebot calibrate` prints it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+import threading
+from pathlib import Path
+
+import numpy as np
+import yaml
+from pydantic import BaseModel
+
+from bot.cases import Case
+from bot.chunking import SUMMARY_SECTION
+from bot.retrieval import CaseHit, Concept, Retriever
+from bot.settings import Settings
+from bot.text import sentences
+
+FEATURES = ("similarity", "coverage", "library_coverage")
+GATE_VERSION = "logistic-v1"  # part of the cache key: a change to features or fitting refits every library
+L2 = 1.0  # ridge penalty of the fit, on standardised features
+WORDS_PER_QUESTION = 4
+
+
+class GateDecision(BaseModel):
+    """Why a question was answered or refused, as the answer object shows it."""
+
+    answer: bool
+    score: float
+    threshold: float
+    features: dict[str, float]
+    reason: str
+
+
+class GateModel(BaseModel):
+    """The fitted gate: score = bias + weights . features; a case passes when score >= threshold."""
+
+    key: str
+    weights: list[float]
+    bias: float
+    threshold: float
+    positives: int
+    negatives: int
+    false_refusals: int
+    false_answers: int
+    margin: float  # the width of the score interval that gives the fewest errors
+
+    def score(self, values: np.ndarray) -> float:
+        return float(self.bias + np.dot(self.weights, values))
+
+
+def features(hit: CaseHit, library_coverage: float) -> np.ndarray:
+    return np.array([hit.similarity, hit.coverage, library_coverage])
+
+
+class Calibration(BaseModel):
+    templates: dict[str, list[str]]
+    off_topic: list[dict[str, object]]
+
+    @classmethod
+    def load(cls, path: Path) -> Calibration:
+        return cls.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+
+
+class Gate:
+    """The one place a question is answered or refused, and the lead case chosen."""
+
+    def __init__(self, settings: Settings, cache: Path):
+        self.settings, self.cache = settings, cache
+        self.calibration = Calibration.load(settings.gate_calibration_path)
+        self._model: GateModel | None = None
+        self._fitting = threading.Lock()
+
+    def model(self, retriever: Retriever) -> GateModel:
+        """The fit for the retriever's library version: from memory, the cache file, or fitted now."""
+        key = self._key(retriever)
+        if self._model is not None and self._model.key == key:
+            return self._model
+        with self._fitting:
+            if self._model is None or self._model.key != key:
+                self._model = self._cached(key) or self._fit_and_store(retriever, key)
+            return self._model
+
+    def decide(self, hits: list[CaseHit], concepts: list[Concept], retriever: Retriever
+               ) -> tuple[list[CaseHit], GateDecision]:
+        """The cases to answer from (lead first, in ranked order; empty to refuse) and the decision's reasons."""
+        model = self.model(retriever)
+        known = retriever.library_coverage(concepts)
+        scored = [(hit, model.score(features(hit, known))) for hit in hits]
+        passing = [(hit, s) for hit, s in scored if s >= model.threshold]
+        top = max(scored, key=lambda item: item[1], default=None)
+        shown = passing[0] if passing else top
+        values = {"similarity": round(shown[0].similarity, 3), "coverage": round(shown[0].coverage, 3),
+                  "library_coverage": round(known, 3)} if shown else {"library_coverage": round(known, 3)}
+        score = round(shown[1], 3) if shown else float("-inf")
+        signals = ", ".join(f"{name.replace('_', ' ')} {value:.2f}" for name, value in values.items())
+        verdict = "answered" if passing else "refused"
+        where = f" from {shown[0].case.id}" if passing else ""
+        decision = GateDecision(
+            answer=bool(passing), score=score, threshold=round(model.threshold, 3), features=values,
+            reason=f"{verdict}{where}: {signals}; score {score:.2f} against {model.threshold:.2f}, the threshold "
+                   f"fitted on {model.positives} questions from this library and {model.negatives} off-topic ones")
+        if not passing:
+            return [], decision
+        lead = passing[0][0]
+        close = [hit for hit, _ in passing[1:] if hit.coverage >= lead.coverage * self.settings.gate_case_ratio
+                 and hit.similarity >= lead.similarity - self.settings.gate_similarity_gap]
+        return [lead, *close][: self.settings.max_cases], decision
+
+    # -- calibration ---------------------------------------------------------------------------------------
+
+    def _key(self, retriever: Retriever) -> str:
+        files = [self.settings.gate_calibration_path, self.settings.lexicon_path, self.settings.question_language_path]
+        digest = hashlib.sha256(GATE_VERSION.encode())
+        for path in files:
+            digest.update(path.read_bytes())
+        digest.update(f"{self.settings.retrieval}/{self.settings.candidates}/{self.settings.rrf_k}/"
+                      f"{self.settings.gate_calibration_questions}".encode())
+        return f"{retriever.side.version}:{digest.hexdigest()[:16]}"
+
+    def _cached(self, key: str) -> GateModel | None:
+        try:
+            model = GateModel.model_validate_json(self.cache.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return model if model.key == key else None
+
+    def _fit_and_store(self, retriever: Retriever, key: str) -> GateModel:
+        model = fit(retriever, self.calibration, self.settings.gate_calibration_questions, key)
+        try:
+            self.cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.cache.with_name(f"{self.cache.name}.{threading.get_ident()}.tmp")
+            tmp.write_text(model.model_dump_json(indent=1), encoding="utf-8")
+            tmp.replace(self.cache)
+        except OSError:
+            pass  # a read-only or full disk: the fit is kept in memory and redone by the next process
+        return model
+
+
+def example_questions(retriever: Retriever, calibration: Calibration, limit: int) -> list[tuple[str, str]]:
+    """(question, case id) written from the library's own cases by the calibration templates; at most
+    `limit`, over a fixed sample of cases so a large library is calibrated in seconds."""
+    cases = sorted(retriever.cases.values(), key=lambda c: c.id)
+    per_case = 6
+    if len(cases) * per_case > limit:
+        cases = random.Random(0).sample(cases, max(1, limit // per_case))
+    out = []
+    for case in cases:
+        rng = random.Random(case.id)
+        out += [(q, case.id) for q in _questions_of(case, retriever, calibration.templates, rng)]
+    return out[:limit] if len(out) > limit else out
+
+
+def _questions_of(case: Case, retriever: Retriever, templates: dict[str, list[str]], rng: random.Random) -> list[str]:
+    organ = case.organs[0] if case.organs else "the"
+    questions = []
+    if case.failed_therapies:
+        questions.append(rng.choice(templates["failed"]).format(failed=rng.choice(case.failed_therapies), organ=organ))
+    if case.next_therapies:
+        questions.append(rng.choice(templates["next"]).format(next=rng.choice(case.next_therapies)))
+    if case.antibodies and case.organs:
+        questions.append(rng.choice(templates["antibody"]).format(antibody=case.antibodies[0], organ=organ))
+    questions.append(rng.choice(templates["title"]).format(title=case.title.rstrip(".")))
+    text = [s for meta in retriever.side.case_passages(case.id) if meta["section"] != SUMMARY_SECTION
+            for s in sentences(meta["text"])]
+    for sentence in rng.sample(text, min(len(text), 6 - len(questions))):
+        words = _rarest_words(sentence, retriever)
+        if words:
+            questions.append(rng.choice(templates["words"]).format(words=" ".join(words)))
+    return questions
+
+
+def _rarest_words(sentence: str, retriever: Retriever) -> list[str]:
+    """The sentence's WORDS_PER_QUESTION rarest content words, in their order: how a terse question reads."""
+    words = [w for w in re.findall(r"[A-Za-z][\w-]{3,}", sentence) if retriever.stem(w) in retriever.side.doc_freq
+             and w.lower() not in retriever.lexicon.filler]
+    ranked = sorted(set(words), key=lambda w: -retriever.idf(retriever.stem(w)))[:WORDS_PER_QUESTION]
+    return [w for w in dict.fromkeys(words) if w in ranked]
+
+
+def off_topic_questions(retriever: Retriever, calibration: Calibration) -> list[str]:
+    """The bank's questions whose topic the library does not hold (a library about asthma keeps asthma)."""
+    kept = []
+    for item in calibration.off_topic:
+        topic = [retriever.stem(w) for phrase in item["topic"] for w in re.findall(r"\w+", str(phrase))]
+        if not all(token in retriever.side.doc_freq for token in topic):
+            kept.append(str(item["question"]))
+    return kept
+
+
+def _best(retriever: Retriever, question: str) -> np.ndarray:
+    hits = retriever.search(question)
+    known = retriever.library_coverage(retriever.concepts(question))
+    if not hits:
+        return np.array([0.0, 0.0, known])
+    best = max(hits, key=lambda h: h.coverage + h.similarity)
+    return features(best, known)
+
+
+def fit(retriever: Retriever, calibration: Calibration, limit: int, key: str) -> GateModel:
+    """A ridge-penalised logistic regression (Newton's method) on standardised features, classes weighted
+    equally; the threshold is the middle of the score interval with the fewest errors."""
+    positives = [_best(retriever, q) for q, _ in example_questions(retriever, calibration, limit)]
+    negatives = [_best(retriever, q) for q in off_topic_questions(retriever, calibration)]
+    if not positives or not negatives:
+        return GateModel(key=key, weights=[1.0, 1.0, 1.0], bias=0.0, threshold=float("-inf"), positives=len(positives),
+                         negatives=len(negatives), false_refusals=0, false_answers=0, margin=0.0)
+    x = np.vstack(positives + negatives)
+    y = np.array([1.0] * len(positives) + [0.0] * len(negatives))
+    sample_weight = np.where(y == 1, 0.5 / len(positives), 0.5 / len(negatives)) * len(y)
+    mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
+    z = np.hstack([(x - mean) / std, np.ones((len(x), 1))])
+    w = np.zeros(z.shape[1])
+    penalty = np.diag([L2] * (z.shape[1] - 1) + [0.0])
+    for _ in range(50):
+        p = 1 / (1 + np.exp(-z @ w))
+        gradient = z.T @ (sample_weight * (p - y)) + penalty @ w
+        hessian = (z * (sample_weight * p * (1 - p))[:, None]).T @ z + penalty
+        step = np.linalg.solve(hessian, gradient)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    weights = w[:-1] / std
+    bias = float(w[-1] - np.dot(weights, mean))
+    scores = x @ weights + bias
+    threshold, errors, margin = _threshold(scores[y == 1], scores[y == 0])
+    return GateModel(key=key, weights=[float(v) for v in weights], bias=bias, threshold=threshold,
+                     positives=len(positives), negatives=len(negatives), false_refusals=errors[0],
+                     false_answers=errors[1], margin=margin)
+
+
+def _threshold(pos: np.ndarray, neg: np.ndarray) -> tuple[float, tuple[int, int], float]:
+    """The middle of the widest gap between neighbouring scores among the cuts with the fewest errors
+    (false refusals + false answers): the threshold furthest from both kinds of calibration question."""
+    cuts = np.unique(np.concatenate([pos, neg]))
+    cuts = np.concatenate([[cuts[0] - 1.0], cuts, [cuts[-1] + 1.0]])
+    best: tuple[int, float, float] | None = None  # (errors, -width, threshold)
+    for low, high in zip(cuts[:-1], cuts[1:]):
+        t = (low + high) / 2
+        errors = int((pos < t).sum() + (neg >= t).sum())
+        if best is None or (errors, -(high - low)) < best[:2]:
+            best = (errors, -(high - low), t)
+    threshold = float(best[2])
+    return threshold, (int((pos < threshold).sum()), int((neg >= threshold).sum())), float(-best[1])
+
+
+def summary(model: GateModel) -> str:
+    """The fit in words, for `casebot calibrate` and the README."""
+    weights = ", ".join(f"{name} {w:+.2f}" for name, w in zip(FEATURES, model.weights))
+    return (f"gate fitted on {model.positives} library questions and {model.negatives} off-topic ones: "
+            f"score = {model.bias:+.2f} + {weights}; threshold {model.threshold:.2f} (margin {model.margin:.2f}); "
+            f"on its own calibration set {model.false_refusals} false refusals, {model.false_answers} false answers")

@@ -1,0 +1,145 @@
+"""Follow-up or new topic (bot/resolution.py), each rule tried on both sides, and the words the decision
+reads (knowledge/question_language.yaml, the lexicon's spelling and hyphenation variants)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.lexicon import Lexicon
+from conftest import KNOWLEDGE
+
+LEXICON = Lexicon.load(KNOWLEDGE / "lexicon.yaml")
+CART = "ild-cart-merkt-2024"
+
+
+def resolve(bot, question: str, focus: list[str], earlier: list[list[str]] | None = None):
+    retriever = bot.retriever.snapshot()
+    text, corrections = bot.resolver.corrected(question, retriever)
+    return bot.resolver.resolve(text, [focus] + (earlier or []), retriever, corrections)
+
+
+def test_the_first_question_is_a_new_topic(knowledge_bot):
+    assert resolve(knowledge_bot, "What did she get before that?", []).kind == "new-topic"
+
+
+@pytest.mark.parametrize("question", ["what is the capital of France?", "Who won the 2018 World Cup?",
+                                      "RTX after CYC failure for lung", "CellCept intolerance - alternatives?"])
+def test_a_question_that_does_not_point_back_is_a_new_topic_however_short(knowledge_bot, question):
+    resolution = resolve(knowledge_bot, question, [CART])
+    assert resolution.kind == "new-topic", resolution
+    assert resolution.reason == "it does not refer back to the last answer"
+
+
+def test_an_aspect_word_with_a_new_drug_is_still_a_new_topic(knowledge_bot):
+    resolution = resolve(knowledge_bot, "eculizumab in SRC outcomes", [CART])
+    assert resolution.kind == "new-topic" and "eculizumab" in resolution.reason
+
+
+@pytest.mark.parametrize("question", ["What had she failed before that?", "and the outcome?", "Did it work?",
+                                      "How did they do?"])
+def test_a_question_that_points_back_is_a_follow_up(knowledge_bot, question):
+    resolution = resolve(knowledge_bot, question, [CART, "ild-mmf-failure-nintedanib"])
+    assert resolution.kind == "follow-up", resolution
+
+
+def test_naming_what_the_last_cases_do_not_hold_starts_a_new_topic(knowledge_bot):
+    moved = resolve(knowledge_bot, "And what about GAVE in that case?", [CART])
+    assert moved.kind == "new-topic" and "GAVE" in moved.reason
+    stays = resolve(knowledge_bot, "Was nintedanib continued in that case?", [CART])
+    assert stays.kind == "follow-up" and stays.cases == [CART]
+
+
+def test_a_reference_naming_what_an_earlier_answer_held_returns_to_it(knowledge_bot):
+    src = "src-dcssc-rnap-ace-dialysis-recovery"
+    back = resolve(knowledge_bot, "back to the renal crisis woman - did her kidneys recover?", [CART], [[src]])
+    assert back.kind == "follow-up" and back.cases == [src]
+    fresh = resolve(knowledge_bot, "did her kidneys recover after renal crisis?", [CART], [[CART]])
+    assert fresh.kind == "new-topic"
+
+
+def test_a_singular_reference_or_an_aspect_means_the_lead_case_and_a_plural_one_every_case(knowledge_bot):
+    focus = [CART, "ild-mmf-failure-nintedanib"]
+    outcome = resolve(knowledge_bot, "and the outcome?", focus)
+    assert (outcome.cases, outcome.aspect) == ([CART], "Outcome")
+    before = resolve(knowledge_bot, "what had they been given before that?", focus)
+    assert (before.cases, before.aspect) == (focus, "Prior treatment")
+
+
+def test_a_pronoun_picks_the_case_whose_patient_it_names_or_says_it_could_not(knowledge_bot):
+    retriever = knowledge_bot.retriever
+    sexes = {cid: knowledge_bot.resolver.case_sex(cid, retriever) for cid in sorted(retriever.cases)}
+    man = next(cid for cid, sex in sexes.items() if sex == "male")
+    woman = next(cid for cid, sex in sexes.items() if sex == "female")
+    assert resolve(knowledge_bot, "What did she get before that?", [man, woman]).cases == [woman]
+    assert resolve(knowledge_bot, "What did he get before that?", [man, woman]).cases == [man]
+    lone = resolve(knowledge_bot, "What did she get before that?", [man])
+    assert lone.cases == [man] and "says a woman" in lone.reason
+    assert "says a woman" in lone.note({man: retriever.cases[man].title})
+
+
+def test_an_outcome_follow_up_quotes_the_lead_cases_outcome_section(knowledge_bot):
+    first = knowledge_bot.ask("Has anyone been treated with CAR-T cells for lung fibrosis?", "aspect-outcome")
+    assert not first.refused
+    lead = first.citations[0].case_id
+    answer = knowledge_bot.ask("and the outcome?", "aspect-outcome")
+    assert [c.case_id for c in answer.citations] == [lead]
+    outcome = " ".join(meta["text"] for meta in knowledge_bot.retriever.side.case_passages(lead)
+                       if meta["section"] == "Outcome")
+    assert all(passage in outcome for passage in answer.citations[0].passages), answer.citations[0].passages
+    assert answer.understood_as.startswith("follow-up on “") and answer.understood_as.endswith("(outcome)")
+    assert len(answer.understood_as) < 100
+
+
+def test_off_topic_mid_conversation_is_refused_as_it_would_be_alone(knowledge_bot):
+    first = knowledge_bot.ask("Renal crisis not responding to ACE inhibitors: options?", "mid-off-topic")
+    assert not first.refused
+    for question in ("what is the capital of France?", "Who won the 2018 World Cup?"):
+        answer = knowledge_bot.ask(question, "mid-off-topic")
+        alone = knowledge_bot.ask(question, f"alone-{question}")
+        assert answer.refused and alone.refused and answer.citations == []
+        assert answer.resolution.kind == "new-topic" and not answer.gate.answer
+    back = knowledge_bot.ask("What did they do after that?", "mid-off-topic")
+    assert not back.refused and {c.case_id for c in back.citations} <= set(first.retrieved)
+
+
+def test_a_misspelt_drug_is_understood_and_said_so(knowledge_bot):
+    answer = knowledge_bot.ask("mycophenolte failure for skin", "spelling")
+    assert not answer.refused
+    assert "mycophenolte → mycophenolate" in answer.understood_as
+    assert any("mycophenolate" in c.title.lower() or "mmf" in c.title.lower() or "skin" in c.case_id
+               for c in answer.citations)
+
+
+@pytest.mark.parametrize("question, failed", [
+    ("RTX after CYC failure for lung", ["cyclophosphamide"]),
+    ("CellCept intolerance - alternatives?", ["mycophenolate mofetil"]),
+    ("Lung fibrosis keeps progressing on mycophenolate: what has been tried?", ["mycophenolate mofetil"]),
+    ("SRC despite ACE inhibitors: what next?", ["ACE inhibitors"]),
+    ("Has anyone been treated with rituximab?", []),
+    ("Rituximab for skin in dcSSc", []),
+])
+def test_the_failed_therapy_is_the_one_the_failure_is_said_of(knowledge_bot, question, failed):
+    assert knowledge_bot.retriever.language.failed_therapies(question, LEXICON) == failed
+
+
+def test_a_named_failure_leads_the_ranking_with_the_cases_that_record_it(knowledge_bot):
+    answer = knowledge_bot.ask("dcSSc ILD progressing on MMF, FVC dropping - what was tried next?", "failure-rank")
+    lead = knowledge_bot.retriever.cases[answer.citations[0].case_id]
+    assert "mycophenolate mofetil" in lead.failed_therapies, lead.id
+
+
+@pytest.mark.parametrize("written, canonical", [
+    ("small-intestinal bacterial overgrowth", "gastrointestinal"), ("Scl70", "anti-Scl-70"),
+    ("anti-Scl70", "anti-Scl-70"), ("CAR T", "CD19 CAR-T cell therapy"), ("CART cells", "CD19 CAR-T cell therapy"),
+])
+def test_spacing_and_hyphen_variants_name_the_same_term(written, canonical):
+    assert canonical in {term.canonical for term in LEXICON.find(f"any case with {written}?")}
+
+
+def test_spelling_is_corrected_only_towards_the_lexicon_and_never_for_words_the_library_uses():
+    fixed, corrections = LEXICON.corrected("rituximb after cyclophosphamid for the capital", lambda w: False)
+    assert fixed == "rituximab after cyclophosphamide for the capital"
+    assert [(c.written, c.meant) for c in corrections] == [("rituximb", "rituximab"),
+                                                           ("cyclophosphamid", "cyclophosphamide")]
+    kept, none = LEXICON.corrected("rituximb", lambda w: True)
+    assert kept == "rituximb" and none == []
