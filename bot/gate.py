@@ -101,7 +101,8 @@ class Gate:
         scored = [(hit, model.score(features(hit, known))) for hit in hits]
         passing = [(hit, s) for hit, s in scored if s >= model.threshold]
         top = max(scored, key=lambda item: item[1], default=None)
-        shown = passing[0] if passing else top
+        shown = max(passing, key=lambda item: (item[0].records_failure, item[0].coverage, item[0].similarity)
+                    ) if passing else top
         values = {"similarity": round(shown[0].similarity, 3), "coverage": round(shown[0].coverage, 3),
                   "library_coverage": round(known, 3)} if shown else {"library_coverage": round(known, 3)}
         score = round(shown[1], 3) if shown else float("-inf")
@@ -114,9 +115,11 @@ class Gate:
                    f"fitted on {model.positives} questions from this library and {model.negatives} off-topic ones")
         if not passing:
             return [], decision
-        lead = passing[0][0]
-        close = [hit for hit, _ in passing[1:] if hit.coverage >= lead.coverage * self.settings.gate_case_ratio
-                 and hit.similarity >= lead.similarity - self.settings.gate_similarity_gap]
+        # The lead: a case recording the failure the question names, then the most of what it asks, then similarity.
+        lead = max((hit for hit, _ in passing), key=lambda h: (h.records_failure, h.coverage, h.similarity))
+        close = sorted((hit for hit, _ in passing if hit is not lead and hit.coverage >= lead.coverage *
+                        self.settings.gate_case_ratio and hit.similarity >= lead.similarity -
+                        self.settings.gate_similarity_gap), key=lambda h: -(h.coverage + h.similarity))
         return [lead, *close][: self.settings.max_cases], decision
 
     # -- calibration ---------------------------------------------------------------------------------------

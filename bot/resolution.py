@@ -124,12 +124,12 @@ class Resolver:
         wanted = self.language.pronoun_sex_in(question)
         if not wanted:
             return focus[0], "refers to the last answer's lead case"
-        for cid in focus:
-            if self.case_sex(cid, retriever) == wanted:
+        for cid in focus:  # a case that does not say its patient's sex cannot contradict the pronoun
+            if self.case_sex(cid, retriever) in (wanted, None):
                 lead = "lead case" if cid == focus[0] else "case whose patient the pronoun names"
                 return cid, f"refers to the last answer's {lead}"
         return focus[0], (f"the question says a {'woman' if wanted == 'female' else 'man'}; no case of the last "
-                          "answer says so: answered about its lead case")
+                          "answer does: answered about its lead case")
 
     def case_sex(self, case_id: str, retriever: Retriever) -> str | None:
         """The patient's sex as the case's own words give it (most frequent of she/he, woman/man...)."""

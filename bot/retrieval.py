@@ -40,6 +40,7 @@ class CaseHit:
     fused: float  # best reciprocal-rank-fusion score among the case's chunks
     similarity: float  # best cosine similarity between the question and the case's chunks
     coverage: float = 0.0  # share (IDF-weighted) of the question's concepts found in the case
+    records_failure: bool = False  # its front matter records a failure the question names
     passages: list[Passage] = field(default_factory=list)
 
 
@@ -148,6 +149,8 @@ class Retriever:
             return ranked
         canonical = self.lexicon.canonical
         records = [failed & {canonical("therapies", t) or t for t in hit.case.failed_therapies} for hit in ranked]
+        for hit, record in zip(ranked, records):
+            hit.records_failure = bool(record)
         return [hit for hit, r in zip(ranked, records) if r] + [hit for hit, r in zip(ranked, records) if not r]
 
     def _dense(self, query_vector: list[float], allowed: set[str] | None) -> dict[int, float]:

