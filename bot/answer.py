@@ -134,8 +134,9 @@ def defused(sentence: str) -> str:
     return sentence.replace("[", "(").replace("]", ")")
 
 
-def refusal(retriever: Retriever, settings: Settings) -> str:
-    """Says plainly that nothing in the library answers, and what the library does cover."""
+def refusal(retriever: Retriever, settings: Settings, unheld: list[str] = ()) -> str:
+    """Says plainly that nothing in the library answers (naming what no case mentions, when that is why), and
+    what the library does cover."""
     cases = retriever.cases.values()
     organs = Counter(organ for case in cases for organ in case.organs)
     if organs:
@@ -144,7 +145,9 @@ def refusal(retriever: Retriever, settings: Settings) -> str:
     else:
         titles = [case.title for case in list(cases)[:3]]
         organ_summary = (", for example: " + "; ".join(titles)) if titles else ""
-    return prompt(settings.prompts_dir, "refusal.md").format(n_cases=len(retriever.cases), organ_summary=organ_summary)
+    missing = f" No case in it mentions {', '.join(unheld)}." if unheld else ""
+    return prompt(settings.prompts_dir, "refusal.md").format(n_cases=len(retriever.cases), organ_summary=organ_summary,
+                                                             missing=missing)
 
 
 def cited_ids(text: str) -> list[str]:

@@ -185,7 +185,7 @@ class CaseBot:
             text, citations = compose(question_read, chosen, retriever.concepts(question_read), retriever,
                                       self.settings, filters, aspect=resolution.aspect)
         else:
-            text, citations = refusal(retriever, self.settings), []
+            text, citations = refusal(retriever, self.settings, gate.unheld), []
         done = time.perf_counter()
         timings = {"retrieve": round((retrieved_at - started - condense_s) * 1000, 1),
                    "generate": round((done - retrieved_at) * 1000, 1),

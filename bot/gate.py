@@ -1,6 +1,8 @@
 """Answer or refuse: the relevance gate, calibrated on the library it guards.
 
-A question is answered from a case when a small logistic model over three signals says the case bears on it:
+A question naming a therapy, organ, antibody or condition of the lexicon that no case of the library mentions
+is refused outright: "pirfenidone in SSc-ILD?" must not be answered from a nintedanib case. Otherwise a
+question is answered from a case when a small logistic model over three signals says the case bears on it:
 the best cosine similarity between the question and the case's chunks, the share (IDF-weighted) of the
 question's concepts the case holds, and the share the library holds anywhere (low for "the capital of
 France", whichever case it is compared with). Fixed thresholds tuned on one library misfire on another, so
@@ -42,6 +44,7 @@ class GateDecision(BaseModel):
     threshold: float
     features: dict[str, float]
     reason: str
+    unheld: list[str] = []  # what the question names that no case of the library mentions
 
 
 class GateModel(BaseModel):
@@ -98,11 +101,22 @@ class Gate:
         """The cases to answer from (lead first, in ranked order; empty to refuse) and the decision's reasons."""
         model = self.model(retriever)
         known = retriever.library_coverage(concepts)
+        unheld = [c.label for c in concepts if c.lexical and not retriever.library_holds(c)]
+        if unheld:  # the question is about something no case has: a near-domain case would be a wrong answer
+            return [], GateDecision(
+                answer=False, score=float("-inf"), threshold=round(model.threshold, 3),
+                features={"library_coverage": round(known, 3)}, unheld=unheld,
+                reason=f"refused: it names {', '.join(unheld)}, which no case of this library mentions")
         scored = [(hit, model.score(features(hit, known))) for hit in hits]
         passing = [(hit, s) for hit, s in scored if s >= model.threshold]
+        rank = {id(hit): position for position, hit in enumerate(hits)}
+
+        def precedence(hit: CaseHit) -> tuple[bool, float, int]:
+            """A case recording the failure the question names, then the most of what it asks, then rank."""
+            return hit.records_failure, hit.coverage, -rank[id(hit)]
+
         top = max(scored, key=lambda item: item[1], default=None)
-        shown = max(passing, key=lambda item: (item[0].records_failure, item[0].coverage, item[0].similarity)
-                    ) if passing else top
+        shown = max(passing, key=lambda item: precedence(item[0])) if passing else top
         values = {"similarity": round(shown[0].similarity, 3), "coverage": round(shown[0].coverage, 3),
                   "library_coverage": round(known, 3)} if shown else {"library_coverage": round(known, 3)}
         score = round(shown[1], 3) if shown else float("-inf")
@@ -115,8 +129,7 @@ class Gate:
                    f"fitted on {model.positives} questions from this library and {model.negatives} off-topic ones")
         if not passing:
             return [], decision
-        # The lead: a case recording the failure the question names, then the most of what it asks, then similarity.
-        lead = max((hit for hit, _ in passing), key=lambda h: (h.records_failure, h.coverage, h.similarity))
+        lead = shown[0]
         close = sorted((hit for hit, _ in passing if hit is not lead and hit.coverage >= lead.coverage *
                         self.settings.gate_case_ratio and hit.similarity >= lead.similarity -
                         self.settings.gate_similarity_gap), key=lambda h: -(h.coverage + h.similarity))

@@ -24,10 +24,12 @@ def alias_key(text: str) -> str:
     return _JOINS.sub("", text.strip().lower())
 
 
-def alias_regex(alias: str) -> str:
+def alias_regex(alias: str, as_written: bool = False) -> str:
     """An alias as a pattern whose parts may be joined by a space, a hyphen or nothing
-    ("small intestinal" also matches "small-intestinal"; "CAR-T" matches "CAR T" and "CART")."""
-    return r"[\s\-\u2010-\u2015]?".join(re.escape(part) for part in _JOINS.split(alias.strip()) if part)
+    ("small intestinal" also matches "small-intestinal"; "CAR-T" matches "CAR T" and "CART").
+    `as_written`: matched in its own letter case even inside a case-insensitive pattern (GAVE, not "gave")."""
+    pattern = r"[\s\-\u2010-\u2015]?".join(re.escape(part) for part in _JOINS.split(alias.strip()) if part)
+    return f"(?-i:{pattern})" if as_written else pattern
 
 
 @dataclass(frozen=True)
@@ -54,13 +56,15 @@ class Term:
 class Lexicon:
     """Canonical names with their synonyms; one alias may belong to several groups (PAH is an organ and a term)."""
 
-    def __init__(self, entries: dict[str, dict[str, list[str]]], filler: list[str] | None = None):
+    def __init__(self, entries: dict[str, dict[str, list[str]]], filler: list[str] | None = None,
+                 as_written: list[str] | None = None):
         self.terms: list[Term] = []
         for group in GROUPS:
             for canonical, synonyms in (entries.get(group) or {}).items():
                 aliases = (str(canonical), *(str(s) for s in synonyms or []))
                 self.terms.append(Term(group, str(canonical), aliases))
         self.filler = frozenset(str(word).lower() for word in filler or [])
+        self.as_written = frozenset(str(alias) for alias in as_written or [])  # aliases that are also words
         self._by_alias: dict[tuple[str, str], Term] = {}
         self._terms_of_alias: dict[str, list[Term]] = {}  # every term an alias names, whatever its group
         for term in self.terms:
@@ -75,7 +79,8 @@ class Lexicon:
         if not path.exists():
             return cls({})
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        return cls({group: data.get(group) or {} for group in GROUPS}, data.get("question_filler"))
+        return cls({group: data.get(group) or {} for group in GROUPS}, data.get("question_filler"),
+                   data.get("match_as_written"))
 
     def canonical(self, group: str, value: str) -> str | None:
         """The canonical name of `value` in `group`, or None when the lexicon does not know it."""
@@ -90,7 +95,7 @@ class Lexicon:
         aliases = sorted({a for t in self.terms for a in t.aliases}, key=len, reverse=True)
         if not aliases:
             return re.compile(r"(?!x)x")
-        alternation = "|".join(alias_regex(a) for a in aliases)
+        alternation = "|".join(alias_regex(a, a in self.as_written) for a in aliases)
         return re.compile(rf"(?<![\w-])(?:{alternation})(?![\w-])", re.IGNORECASE)
 
     def spans(self, text: str) -> list[Mention]:
@@ -135,6 +140,13 @@ class Lexicon:
 
         return re.sub(r"[^\W\d_]+", fix, text), corrections
 
+    @staticmethod
+    def narrowest(terms: list[Term] | tuple[Term, ...]) -> Term:
+        """The term an alias most specifically means, the one with the fewest synonyms: "calcinosis" is the
+        condition calcinosis cutis before it is the skin, "renal crisis" scleroderma renal crisis before the
+        kidney. A case holds the alias's meaning when it holds that term."""
+        return min(terms, key=lambda term: len(term.aliases))
+
     def find(self, text: str) -> list[Term]:
         """Every lexicon term mentioned in `text`, in order of first mention, without repeats."""
         return list(dict.fromkeys(term for _, terms in self.mentions(text) for term in terms))
@@ -142,7 +154,8 @@ class Lexicon:
     def strip(self, text: str, term: Term) -> str:
         """`text` without the mentions of `term`, so its words are not counted twice."""
         for alias in sorted(term.aliases, key=len, reverse=True):
-            text = re.sub(rf"(?<![\w-]){alias_regex(alias)}(?![\w-])", " ", text, flags=re.IGNORECASE)
+            text = re.sub(rf"(?<![\w-]){alias_regex(alias, alias in self.as_written)}(?![\w-])", " ", text,
+                          flags=re.IGNORECASE)
         return text
 
     def expansion(self, text: str) -> list[str]:
@@ -164,6 +177,7 @@ class QuestionLanguage:
     singular: re.Pattern[str]
     plural: re.Pattern[str]
     general: re.Pattern[str]
+    returning: re.Pattern[str]
     pronoun_sex: dict[str, str]  # word -> "female" / "male"
     case_sex_words: dict[str, str]
     aspects: list[tuple[str, re.Pattern[str]]]
@@ -181,7 +195,7 @@ class QuestionLanguage:
         cues = data["failure_cues"]
         return cls(
             singular=_alternation(refs["singular"]), plural=_alternation(refs["plural"]),
-            general=_alternation(refs["general"]), pronoun_sex=sexes(data["pronouns"]),
+            general=_alternation(refs["general"]), returning=_alternation(refs["returning"]), pronoun_sex=sexes(data["pronouns"]),
             case_sex_words=sexes(data["case_sex"]),
             aspects=[(a["section"], _alternation(a["patterns"])) for a in data["aspects"]],
             failure_before=re.compile(r"\b(?:" + "|".join(cues["before"]) + r")\s+(?:[\w-]+\s+){0,2}$", re.IGNORECASE),
@@ -190,7 +204,7 @@ class QuestionLanguage:
     def referring_words(self, question: str) -> str:
         """The question without its back-references and aspect words: what it asks about in its own words."""
         text = question
-        for pattern in (self.singular, self.plural, self.general, *(p for _, p in self.aspects)):
+        for pattern in (self.singular, self.plural, self.general, self.returning, *(p for _, p in self.aspects)):
             text = pattern.sub(" ", text)
         return text
 

@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from bot.lexicon import Correction, Lexicon, QuestionLanguage
+from bot.lexicon import Correction, Lexicon, QuestionLanguage, Term
 from bot.retrieval import Retriever
 
 NOTE_TITLE_CHARS = 60
@@ -56,6 +56,7 @@ class Resolver:
     def __init__(self, language: QuestionLanguage, lexicon: Lexicon):
         self.language, self.lexicon = language, lexicon
         self._sex: dict[tuple[str, str], str | None] = {}
+        self._terms: dict[tuple[str, str], frozenset[Term]] = {}
 
     def corrected(self, question: str, retriever: Retriever) -> tuple[str, list[Correction]]:
         """The question with misspelt lexicon words put right (words the library itself uses are left)."""
@@ -72,9 +73,16 @@ class Resolver:
             return Resolution(kind="new-topic", reason=FIRST_QUESTION, corrections=fixed)
         lang = self.language
         singular, plural = lang.singular.search(question), lang.plural.search(question)
-        aspect = lang.aspect(question)
-        if not (singular or plural or aspect or lang.general.search(question)):
+        aspect, returning = lang.aspect(question), lang.returning.search(question)
+        if not (singular or plural or aspect or returning or lang.general.search(question)):
             return Resolution(kind="new-topic", reason="it does not refer back to the last answer", corrections=fixed)
+        therapies = [surface for surface, terms in self.lexicon.mentions(question)
+                     if any(term.group == "therapies" for term in terms)]
+        if therapies and not (singular or plural or returning):  # "TCZ for skin - did it work?": "it" is the TCZ
+            return Resolution(kind="new-topic", reason=f"it names its own subject ({', '.join(therapies)}) and no "
+                              "case or patient of the last answer", corrections=fixed)
+        if returning:  # "back to the lung case": an earlier answer's cases, the latest that hold what it names
+            focus = next((f for f in foci[1:] if not self._named_elsewhere(question, f, retriever)), focus)
         new = self._named_elsewhere(question, focus, retriever)
         if new:
             earlier = next((f for f in foci[1:] if not self._named_elsewhere(question, f, retriever)), None)
@@ -96,12 +104,25 @@ class Resolver:
         return Resolution(kind="follow-up", reason="refers to the last answer", cases=focus, corrections=fixed)
 
     def _named_elsewhere(self, question: str, focus: list[str], retriever: Retriever) -> str | None:
-        """A therapy, organ, antibody or subtype the question names that none of the focus cases mention."""
-        tokens = set().union(*(retriever.side.case_tokens.get(cid, set()) for cid in focus))
-        for concept in retriever.concepts(question):
-            if concept.lexical and not any(alt <= tokens for alt in concept.alternatives):
-                return concept.label
+        """A therapy, organ, antibody or subtype the question names that none of the focus cases mention.
+
+        Read at its most specific: "GAVE" is a stomach condition before it is the gastrointestinal organ, so a
+        case whose patient only had reflux does not hold it."""
+        held = set().union(*(self._terms_in(cid, retriever) for cid in focus))
+        for surface, terms in self.lexicon.mentions(question):
+            if all(term.group == "terms" for term in terms):
+                continue  # a general term ("death", "SSc"), not what the question is about
+            if self.lexicon.narrowest(terms) not in held:
+                return surface
         return None
+
+    def _terms_in(self, case_id: str, retriever: Retriever) -> frozenset[Term]:
+        """Every lexicon term the case's text mentions."""
+        key = (case_id, retriever.side.version)
+        if key not in self._terms:
+            text = " ".join(meta["text"] for meta in retriever.side.case_passages(case_id))
+            self._terms[key] = frozenset(self.lexicon.find(text))
+        return self._terms[key]
 
     def _answered_better_elsewhere(self, own_words: str, focus: list[str], retriever: Retriever) -> str | None:
         """The question's own words (references removed) when the focus cases hold none of them and another case

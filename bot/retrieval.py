@@ -203,12 +203,13 @@ class Retriever:
     def concepts(self, question: str) -> list[Concept]:
         """The question's lexicon mentions and remaining content words, weighted by rarity in the library.
 
-        A mention counts as present in a case when any alias of any term it names is there, so "MMF" in the
-        question matches "mycophenolate mofetil" in the case."""
+        A mention counts as present in a case when any alias of the term it most narrowly names is there, so
+        "MMF" in the question matches "mycophenolate mofetil" in the case, while "renal crisis" is not held by
+        a case that only mentions the kidneys."""
         rest = question
         concepts: list[Concept] = []
         for surface, terms in self.lexicon.mentions(question):
-            aliases = list(dict.fromkeys(alias for term in terms for alias in term.aliases))
+            aliases = list(self.lexicon.narrowest(terms).aliases)
             alternatives = [set(tokens) for tokens in tokenize(aliases) if tokens]
             own = set(tokenize([surface])[0])
             for term in terms:
@@ -230,8 +231,12 @@ class Retriever:
         total = sum(c.weight for c in concepts)
         if total == 0:
             return 1.0
+        return sum(c.weight for c in concepts if self.library_holds(c)) / total
+
+    def library_holds(self, concept: Concept) -> bool:
+        """Whether any case of the library holds the concept (all the tokens of one of its alternatives)."""
         known = self.side.doc_freq
-        return sum(c.weight for c in concepts if any(all(t in known for t in alt) for alt in c.alternatives)) / total
+        return any(all(t in known for t in alt) for alt in concept.alternatives)
 
     def idf(self, token: str) -> float:
         n = len(self.side.chunk_ids)

@@ -23,19 +23,23 @@ USERS = 20
 ARTIFACTS = PROJECT_ROOT / "tests" / "artifacts"
 
 
-def first_questions() -> list[tuple[str, str]]:
-    """Twenty single-case questions from the shipped eval set, each expecting a different case."""
+def first_questions(bot: CaseBot) -> list[tuple[str, str]]:
+    """Twenty single-case questions from the eval sets, each answered alone (one at a time) with a different
+    case first: the baseline the simultaneous users must reproduce."""
     chosen: dict[str, str] = {}
     for path in sorted((PROJECT_ROOT / "evals").glob("*.yaml")):
         for test in load_suite(Path(path)).tests:
             step = test.steps()[0]
-            if len(step.expect_cases) == 1 and not step.filters and step.expect_cases[0] not in chosen:
+            if len(chosen) == USERS or len(step.expect_cases) != 1 or step.filters or step.expect_cases[0] in chosen:
+                continue
+            alone = bot.ask(step.question, f"alone-{len(chosen)}-{step.expect_cases[0]}")
+            if alone.citations and alone.citations[0].case_id == step.expect_cases[0]:
                 chosen[step.expect_cases[0]] = step.question
-    return [(question, case_id) for case_id, question in list(chosen.items())[:USERS]]
+    return [(question, case_id) for case_id, question in chosen.items()]
 
 
 def test_twenty_simultaneous_conversations_keep_to_their_own_cases(knowledge_settings, knowledge_bot):
-    questions = first_questions()
+    questions = first_questions(knowledge_bot)
     assert len(questions) == USERS
     with casebot_server(knowledge_settings.db) as url:
         # Connecting is not what is measured: each user's client is made first, the questions then go at once.
@@ -59,7 +63,7 @@ def test_twenty_simultaneous_conversations_keep_to_their_own_cases(knowledge_set
             results = list(pool.map(user, range(USERS), timeout=600))
         wall = time.perf_counter() - started
     for number, (_, own, followed, standalone) in enumerate(results):
-        assert own, f"user {number} got no cited case"
+        assert own == questions[number][1], f"user {number} was answered from {own!r}, alone from {questions[number][1]}"
         assert followed == [own], f"user {number}: follow-up cited {followed}, expected their own case {own}"
         assert standalone != "What had the patient failed before that?"
     latencies = sorted(l for result in results for l in result[0])

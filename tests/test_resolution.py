@@ -49,6 +49,16 @@ def test_naming_what_the_last_cases_do_not_hold_starts_a_new_topic(knowledge_bot
     assert stays.kind == "follow-up" and stays.cases == [CART]
 
 
+def test_a_condition_is_held_only_by_a_case_that_has_it_not_by_the_same_organ_or_a_verb(knowledge_bot):
+    """One case checks the oesophagus (the gut), another "gave" iloprost (a verb): neither had GAVE."""
+    for other in ("ild-progressive-despite-all-ahsct-ineligible", "vasc-dcssc-rnap-raynaud-iv-iloprost"):
+        moved = resolve(knowledge_bot, "What about GAVE, then?", [other])
+        assert moved.kind == "new-topic" and "GAVE" in moved.reason, (other, moved)
+    gave = "gi-dcssc-rnap-gave-endoscopic-ablation"
+    stays = resolve(knowledge_bot, "What about the GAVE then, how was it treated in her?", [gave])
+    assert stays.kind == "follow-up" and stays.cases == [gave]
+
+
 def test_a_reference_naming_what_an_earlier_answer_held_returns_to_it(knowledge_bot):
     src = "src-dcssc-rnap-ace-dialysis-recovery"
     back = resolve(knowledge_bot, "back to the renal crisis woman - did her kidneys recover?", [CART], [[src]])
