@@ -8,8 +8,10 @@ the only markup on the page is our own."""
 from __future__ import annotations
 
 import html
+import importlib
 import re
 import tempfile
+import threading
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +21,7 @@ import gradio as gr
 from bot.answer import MARKER, Answer, prompt
 from bot.cases import ORGANS, Case
 from bot.chunking import PLAIN_SECTION, SUMMARY_SECTION
+from bot.citations_view import anchor, numbered_text, numbering
 from bot.conversation import CaseBot, QuestionError
 from bot.feedback import FeedbackStore, feedback_path
 from bot.index import SideIndex
@@ -35,26 +38,112 @@ EXAMPLES = [
 NO_SOURCES = ('<div class="sources"><p class="sources-empty">Ask a question: the cases its answer cites appear '
               "here with the passages that support it. Click an earlier answer to see its own sources.</p></div>")
 SEARCHING = '<span class="answer-note">Searching the case library…</span>'
+WARMING = ('<span class="answer-note">The server has just started and is still loading the case library: '
+           "your question is answered in a few seconds.</span>")
 DRAFT = '<span class="answer-note">The model is writing; its citations are checked before the answer is shown.</span>\n\n'
+# At 1366x768 the chat leaves room for the header, tabs, filters and the question box below it.
+CHAT_HEIGHT = "calc(100vh - 330px)"
+CHAT_MIN_HEIGHT = 320
+# System fonts: the theme's bundled Source Sans Pro SemiBold drew a bold capital A or B as a small capital
+# ("ᴀCE"), and Gradio quotes generic names like system-ui, which then match no font at all.
+SANS = ("Segoe UI", "Roboto", "Helvetica Neue", "Noto Sans", "Liberation Sans", "DejaVu Sans", "Arial", "sans-serif")
+MONO = ("Consolas", "SF Mono", "Menlo", "Liberation Mono", "DejaVu Sans Mono", "monospace")
 STYLE = """
+#intro h1 { font-size: 1.5em; margin: 0 0 .2em; }
+#intro p { margin: 0; font-size: .9em; }
 .cite-chip { display: inline-block; padding: 0 .45em; margin: 0 .1em; border-radius: .8em; font-size: .85em;
   font-family: var(--font-mono); background: var(--color-accent-soft); color: var(--body-text-color);
   border: 1px solid var(--color-accent); white-space: nowrap; }
-#chat table { font-size: .85em; }
-#chat th:first-child, #chat td:first-child { min-width: 9em; }
-#chat td .cite-chip { white-space: normal; overflow-wrap: anywhere; }
-#pathway-table table { font-size: .85em; table-layout: auto; }
-#pathway-table th:first-child, #pathway-table td:first-child { min-width: 14em; }
-#pathway-table th:nth-child(2), #pathway-table td:nth-child(2) { min-width: 3em; }
-#pathway-table td .cite-chip { white-space: normal; overflow-wrap: anywhere; }
+a.cite-num { position: relative; padding: 0 .3em; margin: 0 .05em; font-family: inherit; font-weight: 600;
+  text-decoration: none; cursor: pointer; }
+a.cite-num:hover { background: var(--color-accent); color: var(--button-primary-text-color, #fff); }
+a.cite-num:focus-visible { outline: 2px solid var(--color-accent); outline-offset: 1px; }
+a.cite-num:focus-visible::after { content: attr(title); position: absolute; left: 0; top: 1.6em; z-index: 20;
+  width: max-content; max-width: 16em; padding: .3em .5em; border-radius: .3em; font-weight: normal;
+  white-space: normal; background: var(--neutral-800, #27272a); color: var(--neutral-50, #fafafa); }
+#chat table { display: block; max-width: 100%; overflow-x: auto; font-size: .85em; }
+#chat th, #chat td { word-break: normal; overflow-wrap: normal; hyphens: none; }
+#chat th { white-space: nowrap; }
+#chat td:first-child { min-width: 8em; }
+#pathway-table table { display: block; max-width: 100%; overflow-x: auto; font-size: .85em; }
+#pathway-table th, #pathway-table td { word-break: normal; overflow-wrap: normal; hyphens: none; }
+#pathway-table th { white-space: nowrap; }
+#pathway-table th:first-child, #pathway-table td:first-child { min-width: 10em; }
 .answer-note { display: block; font-style: italic; color: var(--body-text-color-subdued); }
 .answer-warning { display: block; font-style: italic; color: var(--color-red-600, #b91c1c); }
 .sources { max-height: 720px; overflow-y: auto; }
 .sources h4 { margin: .8em 0 .2em; }
-.sources .source-ref { font-size: .85em; color: var(--body-text-color-subdued); margin: 0 0 .3em; }
+.sources .source-number { font-weight: 600; color: var(--color-accent); }
+.sources .source-ref { font-size: .85em; color: var(--body-text-color-subdued); margin: 0 0 .3em;
+  overflow-wrap: anywhere; }
+.sources section.source { scroll-margin-top: .5em; border-radius: .3em; transition: background-color .6s; }
+.sources section.source.source-shown { background: var(--color-accent-soft); }
 .sources blockquote.passage { margin: .3em 0; padding: .3em .6em; border-left: 3px solid var(--color-accent); }
 .sources mark, .case mark { background: #fde68a; color: inherit; padding: 0 .1em; }
+.sources .cite-chip { white-space: normal; overflow-wrap: anywhere; }
 .case-facts th { text-align: left; padding-right: 1em; vertical-align: top; }
+@media (max-width: 640px) {  /* a phone: the question box stays on the first screen under the filters */
+  #chat { height: calc(100vh - 470px) !important; min-height: 260px !important; }
+}
+"""
+# Runs once per page. A citation number scrolls the sources panel to its case as soon as the panel shows that
+# answer's sources (the click also selects the answer, which brings them); the page itself scrolls only when
+# the case is out of sight (a phone). A new question is scrolled to the top of the chat, so its answer is read
+# from its start while it streams in below (the chat's own autoscroll is off: it showed the answer's end).
+SCRIPT = """
+() => {
+  document.addEventListener('click', (event) => {
+    const link = event.target.closest ? event.target.closest('#chat a.cite-num') : null;
+    if (!link) return;
+    event.preventDefault();
+    const id = link.getAttribute('href').slice(1);
+    const until = Date.now() + 10000;
+    const reveal = () => {
+      const target = document.getElementById(id);
+      if (!target) { if (Date.now() < until) setTimeout(reveal, 100); return; }
+      const panel = target.closest('.sources');
+      panel.scrollTop += target.getBoundingClientRect().top - panel.getBoundingClientRect().top;
+      const top = target.getBoundingClientRect().top;
+      if (top < 0 || top > window.innerHeight - 60) target.scrollIntoView({block: 'start'});
+      target.focus({preventScroll: true});
+      target.classList.add('source-shown');
+      setTimeout(() => target.classList.remove('source-shown'), 2000);
+    };
+    reveal();
+  }, true);
+
+  // Until the new question reaches the top of the chat (the scroll is clamped while its answer is short) or the
+  // reader scrolls the chat themselves.
+  let questions = 0, pinned = false;
+  const scroller = (element) => {
+    for (let node = element.parentElement; node; node = node.parentElement) {
+      const overflow = getComputedStyle(node).overflowY;
+      if ((overflow === 'auto' || overflow === 'scroll') && node.scrollHeight > node.clientHeight) return node;
+    }
+    return null;
+  };
+  const follow = () => {
+    const asked = document.querySelectorAll('#chat [data-testid="user"]');
+    if (asked.length > questions) pinned = true;
+    questions = asked.length;
+    const last = asked[asked.length - 1], box = last && scroller(last);
+    if (!pinned || !box) return;
+    const gap = () => last.getBoundingClientRect().top - box.getBoundingClientRect().top - 40;  // below the label
+    box.scrollTop += gap();
+    if (Math.abs(gap()) < 2) pinned = false;
+  };
+  for (const kind of ['wheel', 'touchmove', 'keydown']) {
+    document.addEventListener(kind, (event) => {
+      if (event.target.closest && event.target.closest('#chat')) pinned = false;
+    }, {passive: true});
+  }
+  const start = () => {
+    const chat = document.querySelector('#chat');
+    if (!chat) { setTimeout(start, 200); return; }
+    new MutationObserver(follow).observe(chat, {subtree: true, childList: true, characterData: true});
+  };
+  start();
+}
 """
 
 # Markdown punctuation, backslash-escaped in typed text so that it shows verbatim.
@@ -83,15 +172,15 @@ def describe_filters(filters: dict[str, str]) -> str:
     return ", ".join(f"{value} ({key})" for key, value in filters.items())
 
 
-def answer_blocks(answer: Answer, filters: dict[str, str]) -> list[str]:
-    """The chat message in pieces, in the order they are streamed: notes first, then one case block at a time
-    (joined, the pieces are the whole message)."""
+def answer_blocks(answer: Answer, filters: dict[str, str], turn: int) -> list[str]:
+    """The chat message of turn `turn` (from 0) in pieces, in the order they are streamed: notes first, then
+    one case block at a time (joined, the pieces are the whole message), its citations numbered."""
     notes = []
     if answer.understood_as:
         notes.append(f'<span class="answer-note">Understood as: {as_text(answer.understood_as)}</span>')
     if filters:
         notes.append(f'<span class="answer-note">{as_text("filtered to: " + describe_filters(filters))}</span>')
-    body = [answer_text(piece) for piece in _CASE_BLOCK.split(answer.answer) if piece] or [""]
+    body = [numbered_text(piece, answer, turn) for piece in _CASE_BLOCK.split(answer.answer) if piece] or [""]
     warnings = [f'\n\n<span class="answer-warning">{as_text(warning)}</span>' for warning in answer.warnings]
     if notes:
         body[0] = "\n\n".join(notes) + "\n\n" + body[0]
@@ -156,17 +245,19 @@ def sources_html(record: dict, number: int, side: SideIndex) -> str:
         return (f'<div class="sources">{head}<p>No case in the library supports an answer to this question, '
                 "so nothing is cited.</p></div>")
     stems = set(record["highlight"])
+    numbers = numbering(answer)
     sections = []
-    for citation in answer.citations:
+    for citation in sorted(answer.citations, key=lambda citation: numbers[citation.case_id]):
         passages = "".join(f'<blockquote class="passage">{highlight(p, stems)}</blockquote>' for p in citation.passages)
         case = side.cases.get(citation.case_id)
         whole = (f'<details class="whole-case"><summary>Open the whole case</summary>{case_html(case, side)}</details>'
                  if case else "")
         sections.append(
-            f'<section class="source" data-case="{html.escape(citation.case_id)}">'
-            f"<h4>{chip(citation.case_id)} {html.escape(citation.title)}</h4>"
-            f'<p class="source-ref">{html.escape(citation.source)} · similarity {citation.score:.2f}</p>'
-            f"{passages}{whole}</section>")
+            f'<section class="source" id="{anchor(number, numbers[citation.case_id])}" '
+            f'data-case="{html.escape(citation.case_id)}" tabindex="-1">'
+            f'<h4><span class="source-number">[{numbers[citation.case_id]}]</span> {html.escape(citation.title)}</h4>'
+            f'<p class="source-ref">{html.escape(citation.case_id)} · {html.escape(citation.source)} · '
+            f"similarity {citation.score:.2f}</p>{passages}{whole}</section>")
     return f'<div class="sources">{head}{"".join(sections)}</div>'
 
 
@@ -223,8 +314,12 @@ def new_conversation_id() -> str:
     return uuid.uuid4().hex
 
 
-def build(bot: CaseBot) -> gr.Blocks:
-    """The app over one bot; each browser session gets its own conversation id, history and citations."""
+def build(bot: CaseBot, ready: threading.Event | None = None) -> gr.Blocks:
+    """The app over one bot; each browser session gets its own conversation id, history and citations.
+    Questions wait for `ready` (set once the bot is warmed up; none: ready now)."""
+    if ready is None:
+        ready = threading.Event()
+        ready.set()
     feedback = FeedbackStore(feedback_path(bot.settings))
     note = prompt(bot.settings.prompts_dir, "educational_note.md")
     choices = filter_choices(list(bot.retriever.cases.values()))
@@ -236,7 +331,7 @@ def build(bot: CaseBot) -> gr.Blocks:
 
     with gr.Blocks(title="casebot: resistant SSc case review", delete_cache=(3600, 86400)) as demo:
         gr.Markdown("# casebot\nCase review for treatment-resistant systemic sclerosis. Answers come only from "
-                    f"the case library, and every statement cites its case.\n\n{note}")
+                    f"the case library, and every statement cites its case. {note}", elem_id="intro")
         conversation = gr.State(new_conversation_id, delete_callback=bot.forget)
         turns = gr.State([])  # one record per question, aligned with the chat's question/answer pairs
         shown = gr.State(None)  # the turn whose sources are on show, which a comment goes with
@@ -246,23 +341,26 @@ def build(bot: CaseBot) -> gr.Blocks:
                 with gr.Row():
                     filters = [gr.Dropdown(choices[key], value="", label=f"Filter: {key}", elem_id=f"filter-{key}")
                                for key in FILTER_KEYS]
+                # On a phone the columns stack: the sources panel comes straight after the question box, the
+                # examples and the conversation's buttons after it.
                 with gr.Row():
-                    with gr.Column(scale=3):
-                        chatbot = gr.Chatbot(label="Case review", elem_id="chat", height=560, allow_tags=False,
+                    with gr.Column(scale=3, min_width=300):
+                        chatbot = gr.Chatbot(label="Case review", elem_id="chat", height=CHAT_HEIGHT,
+                                             min_height=CHAT_MIN_HEIGHT, autoscroll=False, allow_tags=False,
                                              buttons=["copy"], feedback_options=("Like", "Dislike"))
                         question = gr.Textbox(placeholder="Ask about the case library…", show_label=False,
                                               submit_btn="Ask", elem_id="question")
-                        gr.Examples(EXAMPLES, inputs=question, label="Example questions")
-                        with gr.Row():
-                            clear = gr.Button("Clear chat", elem_id="clear")
-                            export = gr.DownloadButton("Export conversation (Markdown)", value=None,
-                                                       interactive=False, elem_id="export")
-                    with gr.Column(scale=2):
+                    with gr.Column(scale=2, min_width=300):
                         sources = gr.HTML(NO_SOURCES, elem_id="sources")
                         comment = gr.Textbox(label="Comment on the answer shown above (optional)", lines=2,
                                              elem_id="comment")
                         send_comment = gr.Button("Send comment", elem_id="send-comment")
                         feedback_status = gr.Markdown(elem_id="feedback-status")
+                gr.Examples(EXAMPLES, inputs=question, label="Example questions")
+                with gr.Row():
+                    clear = gr.Button("Clear chat", elem_id="clear")
+                    export = gr.DownloadButton("Export conversation (Markdown)", value=None,
+                                               interactive=False, elem_id="export")
 
             with gr.Tab("Case library", id="library-tab"):
                 build_library_tab(bot)
@@ -281,6 +379,10 @@ def build(bot: CaseBot) -> gr.Blocks:
             history = [*history, {"role": "user", "content": as_text(message)},
                        {"role": "assistant", "content": SEARCHING}]
             yield history, gr.skip(), gr.skip(), gr.skip(), "", gr.skip()
+            if not ready.is_set():
+                history[-1] = {"role": "assistant", "content": WARMING}
+                yield history, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+                ready.wait()
             record = {"id": uuid.uuid4().hex, "question": message, "filters": chosen, "answer": None}
             try:
                 draft = ""
@@ -298,7 +400,7 @@ def build(bot: CaseBot) -> gr.Blocks:
                 concepts = bot.retriever.concepts(answer.question)
                 record |= {"answer": answer.model_dump(),
                            "highlight": sorted(set().union(*(alt for c in concepts for alt in c.alternatives)))}
-                blocks = answer_blocks(answer, chosen)
+                blocks = answer_blocks(answer, chosen, len(records))
             records = [*records, record]
             for count in range(1, len(blocks)):
                 history[-1] = {"role": "assistant", "content": "".join(blocks[:count])}
@@ -366,6 +468,7 @@ def build(bot: CaseBot) -> gr.Blocks:
             one, the caller's own session's conversation (each client has its own session), never a shared one."""
             session = request.session_hash if request and request.session_hash else new_conversation_id()
             name = f"api:{conversation_id}" if conversation_id else f"api-session:{session}"
+            ready.wait()
             try:
                 return bot.ask(question, name).model_dump()
             except QuestionError as error:
@@ -375,9 +478,27 @@ def build(bot: CaseBot) -> gr.Blocks:
     return demo
 
 
+def warm_up(bot: CaseBot) -> None:
+    """One search: it loads the embedding model and reads the index, which made the first question after a
+    restart wait ~9-11 s while the later ones took under a second. Gradio imports pandas when it finishes
+    its first event (for its event statistics): another 0.5 s of the first answer, imported here instead."""
+    bot.retriever.search(EXAMPLES[0])
+    importlib.import_module("pandas")
+
+
 def serve(settings: Settings) -> None:
-    """Serves the app on settings.host (127.0.0.1 unless told otherwise), never through a share link."""
+    """Serves the app on settings.host (127.0.0.1 unless told otherwise), never through a share link. The page
+    is served at once while the bot warms up; a question asked meanwhile waits for it, so that no question
+    loads the model itself (nor a second copy beside the warm-up's)."""
     credentials = settings.credentials
     bot = CaseBot(settings)
-    build(bot).launch(server_name=settings.host, server_port=settings.port, share=False, auth=credentials,
-                      auth_message="casebot: log in with the account your department set up.", css=STYLE)
+    ready = threading.Event()
+    demo = build(bot, ready)
+    demo.launch(server_name=settings.host, server_port=settings.port, share=False, auth=credentials,
+                auth_message="casebot: log in with the account your department set up.",
+                theme=gr.themes.Default(font=SANS, font_mono=MONO), css=STYLE, js=SCRIPT, prevent_thread_lock=True)
+    try:
+        warm_up(bot)
+    finally:
+        ready.set()  # nothing is left waiting; the error ends the process (the server thread is a daemon)
+    demo.block_thread()
