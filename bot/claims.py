@@ -5,8 +5,9 @@ So each sentence is read, clause by clause, into assertions: what was done with 
 continued, stopped, tapered, increased, failed, worked), how each topic went (a measure rising or falling,
 an organ improving, the patient dying), how severe, which therapy came before which, and who (a woman or a
 man). A claim's assertion must be stated by the case sentences it rests on (or, failing those, by the rest of
-the case) or at least not be contradicted by them, and must agree with the case's front matter. The words
-and patterns are data (knowledge/claims.yaml), read once.
+the case) or at least not be contradicted by them, unless the case's front matter states it (the summary
+outranks a sentence about an earlier stage), and must agree with that front matter. The words and patterns
+are data (knowledge/claims.yaml), read once.
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ class ClaimReader:
         self.v, self.lexicon = vocabulary, lexicon
         flags = re.IGNORECASE
         self.breaks = re.compile(vocabulary["clause_breaks"], flags)
+        self.rewrites = [(re.compile(pattern, flags), replacement)
+                         for pattern, replacement in vocabulary["rewrites"].items()]
+        self.brakes = re.compile(_words(vocabulary["brakes"]), flags)
         negation = vocabulary["negation"]
         self.negation = re.compile(_words(negation["cues"]) + r"|n't\b", flags)
         self.window = int(negation["window"])
@@ -83,6 +87,7 @@ class ClaimReader:
         self.direction = {value: re.compile(_words(words), flags) for value, words in vocabulary["direction"].items()}
         self.measures = [(name, re.compile(_words(m["aliases"]), flags), m["better"])
                          for name, m in vocabulary["measures"].items()]
+        self.measure_names = set(vocabulary["measures"])
         self.severity = {level: re.compile(_words(words), flags) for level, words in vocabulary["severity"].items()}
         self.grade = re.compile(vocabulary["grade"])
         self.sex = {sex: re.compile(_words(words), flags) for sex, words in vocabulary["sex"].items()}
@@ -91,6 +96,8 @@ class ClaimReader:
         self.must_be_stated = set(vocabulary["must_be_stated"])
         self.outcome_rules_out: dict[str, set[str]] = {k: set(v) for k, v in vocabulary["outcome_rules_out"].items()}
         self.next_cannot_fail_when = set(vocabulary["next_cannot_fail_when"])
+        self.recorded_supports: dict[str, set[str]] = {k: set(v) for k, v in vocabulary["recorded_supports"].items()}
+        self.outcome_supports: dict[str, set[str]] = {k: set(v) for k, v in vocabulary["outcome_supports"].items()}
         self.join_adjacent = bool(vocabulary.get("join_adjacent"))
         labels = vocabulary["front_matter"]
         self.front_matter_fields = {re.compile(rf"(?:^|\.\s+){re.escape(label)}:\s*([^.]*(?:\.\d[^.]*)*)", flags): name
@@ -138,6 +145,8 @@ class ClaimReader:
         return None
 
     def read(self, sentence: str) -> Reading:
+        for pattern, replacement in self.rewrites:
+            sentence = pattern.sub(replacement, sentence)
         reading = Reading()
         for sex, pattern in self.sex.items():
             if pattern.search(sentence):
@@ -203,43 +212,56 @@ class ClaimReader:
             masked = masked[:start] + "_" * (end - start) + masked[end:]
         masked = re.sub(_TOKEN_RE, lambda m: "_" * len(m.group(0)), masked)
         organs = {canonical for canonical, pattern in self._organ_pattern if pattern.search(clause)}
-        generic: set[str] = set()
+        placed: list[tuple[str, int]] = []  # a valence word's value and where it stands
         for value, pattern in self.valence.items():
             for match in pattern.finditer(masked):
                 negated = self._negated(masked, negations, match.start(), match.end())
-                generic.add(self.opposite.get(value, value) if negated else value)
+                placed.append((self.opposite.get(value, value) if negated else value, match.start()))
         stable = [m for m in self.stable.finditer(masked)]
         if stable:
             negated = all(self._negated(masked, negations, m.start(), m.end()) for m in stable)
-            generic.add("not_stable" if negated else "stable")
+            placed.append(("not_stable" if negated else "stable", stable[0].start()))
+        generic = {value for value, _ in placed}
         own: dict[str, set[str]] = {}
         if not stable:
             cues = [(m.start(), m.end(), d) for d, pattern in self.direction.items() for m in pattern.finditer(masked)]
+            brakes = [(m.start(), m.end(), "brake") for m in self.brakes.finditer(masked)]
             for name, better, start, end in measures:
                 near = [(min(abs(cs - end), abs(start - ce)), cs, ce, d) for cs, ce, d in cues
                         if len(masked[min(ce, start):max(cs, end)].split()) <= 4]
                 if not near:
                     continue
                 _, cs, ce, direction = min(near)
-                reversed_by = [d for s, e, d in cues if e <= cs and len(masked[e:cs].split()) <= 3]
-                if reversed_by:  # "reduced the fall in FVC"
-                    direction = "up" if direction == "down" else "down"
                 negated = self._negated(masked, negations, cs, ce)
+                if (any(e <= cs and len(masked[e:cs].split()) <= 3 for _, e, _ in cues + brakes)
+                        or any(b >= ce and len(masked[ce:b].split()) <= 2 for b, _, _ in brakes)):
+                    # "reduced the fall in FVC", "the loss halted": a movement braked, which is not its opposite
+                    value = "not_good" if direction == better else "not_bad"
+                    own.setdefault(name, set()).add(self.opposite[value] if negated else value)
+                    continue
                 good = (direction == better) != negated
                 own.setdefault(name, set()).add(("good" if good else "bad") if not negated
                                                  else ("not_bad" if good else "not_good"))
         measured = {name for name, *_ in measures}
         topics = (measured | organs) or {OVERALL}
         values_all = generic.union(*own.values())
-        for topic in topics:  # a measure has its own direction; an organ takes every measure's
-            for value in generic | own.get(topic, set()) if topic in measured else values_all:
+        # A valence word belongs to the measure named nearest to it ("despite tight blood pressure control, kidney
+        # function went on declining": the decline is the kidney's); an organ or the patient takes every value.
+        nearest = {(value, at): min(measures, key=lambda m: min(abs(at - m[2]), abs(at - m[3])))[0]
+                   for value, at in placed} if measures else {}
+        for topic in topics:
+            if topic in measured:
+                values = {value for value, at in placed if nearest[(value, at)] == topic} | own.get(topic, set())
+            else:
+                values = values_all
+            for value in values:
                 reading.assertions.add(Assertion("valence", topic, value))
         levels = {level for level, pattern in self.severity.items() if pattern.search(masked)}
         for topic in topics:
             for level in levels:
                 reading.assertions.add(Assertion("severity", topic, level))
-        if values_all:
-            reading.clauses.append((frozenset(names), frozenset(topics), frozenset(values_all)))
+        if generic:  # how the course went, in words; a measure's own movement is no verdict on the course
+            reading.clauses.append((frozenset(names), frozenset(topics), frozenset(generic)))
 
     def compare(self, claim: Reading, anchors: list[Reading], case: list[Reading],
                 front: FrontMatter | None) -> list[str]:
@@ -254,7 +276,7 @@ class ClaimReader:
                 if said and value not in said:
                     problems.append(f"it calls {key} {value}; the case says {', '.join(sorted(said))}")
                 continue
-            if said & self.supports.get(value, {value}):
+            if said & self.supports.get(value, {value}) or self._recorded(claim, assertion, front):
                 continue
             against = said & self.contradicts.get(value, set())
             if against:
@@ -278,6 +300,21 @@ class ClaimReader:
             problems += self._against_front_matter(claim, front)
         return problems
 
+    def _recorded(self, claim: Reading, assertion: Assertion, front: FrontMatter | None) -> bool:
+        """The front matter states the assertion: a therapy recorded as failed did fail, and the recorded outcome
+        holds for a clause about the patient or what followed. The front matter is the case's own summary, so it
+        outranks passage sentences about an earlier stage ("kidney function kept falling" before it stabilised)
+        or about another effect of the same drug ("blood pressure controlled on the ACE inhibitor")."""
+        if front is None:
+            return False
+        if assertion.kind == "action":
+            return any(assertion.key in therapies and assertion.value in self.recorded_supports[field_name]
+                       for field_name, therapies in (("failed", front.failed), ("next", front.next)))
+        if assertion.kind != "valence" or assertion.value not in self.outcome_supports.get(front.outcome, set()):
+            return False
+        return any(assertion.key in topics and assertion.value in values and therapies <= front.next - front.failed
+                   for therapies, topics, values in claim.clauses)
+
     def _against_front_matter(self, claim: Reading, front: FrontMatter) -> list[str]:
         problems = []
         for a in claim.assertions:
@@ -291,6 +328,8 @@ class ClaimReader:
                 problems.append(f"it says {a.key} was not given; the case records it as given")
         ruled_out = self.outcome_rules_out.get(front.outcome, set())
         for therapies, topics, values in claim.clauses:
+            if topics & self.measure_names:
+                continue
             about_next = therapies and therapies <= front.next - front.failed
             about_patient = not therapies and topics == {OVERALL}
             if (about_next or about_patient) and values & ruled_out:
