@@ -110,10 +110,12 @@ class Gate:
         scored = [(hit, model.score(features(hit, known))) for hit in hits]
         passing = [(hit, s) for hit, s in scored if s >= model.threshold]
         rank = {id(hit): position for position, hit in enumerate(hits)}
+        best = max((hit.coverage for hit, _ in passing), default=0.0)
 
-        def precedence(hit: CaseHit) -> tuple[bool, float, int]:
-            """A case recording the failure the question names, then the most of what it asks, then rank."""
-            return hit.records_failure, hit.coverage, -rank[id(hit)]
+        def precedence(hit: CaseHit) -> tuple[bool, bool, float, int]:
+            """A case recording the failure the question names, then holding (nearly) all it asks, then rank."""
+            near_best = hit.coverage >= best - self.settings.lead_coverage_tolerance
+            return hit.records_failure, near_best, hit.coverage if not near_best else 0.0, -rank[id(hit)]
 
         top = max(scored, key=lambda item: item[1], default=None)
         shown = max(passing, key=lambda item: precedence(item[0])) if passing else top

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
                                             "to fit the gate on (a sample of cases in a larger library)")
     gate_case_ratio: float = Field(0.70, description="A further case is cited when its concept coverage is at "
                                    "least this share of the lead case's")
+    lead_coverage_tolerance: float = Field(0.2, ge=0, le=1, description="Cases recording the failure asked about and "
+                                           "within this much of the best concept coverage are led by retrieval rank (shipped evals: 0 -> "
+                                           "355/370 turns right, 0.1 -> 356, 0.2 -> 358, 0.3 -> 357)")
     gate_similarity_gap: float = Field(0.15, description="... and its similarity at most this far below the lead's")
 
     # Generation backends (bot/generation.py) and the citation check (bot/verification.py)

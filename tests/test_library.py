@@ -90,9 +90,10 @@ def test_eval_set_is_big_enough_and_expects_every_case():
 
 
 # The eval set is written to be harder than the system (evals/clinician-phrasing.yaml, conversations.yaml):
-# measured 2026-12-02 at 260 of 286 tests (332 of 359 answerable turns right, 1 off-topic turn answered:
-# vpkg-refuse-atrial-septostomy). The floor below is that measurement; raise it as the misses are fixed.
-MIN_PASSING_TESTS = 0.90
+# measured 2026-12-02 at 281 of 294 tests (361 of 371 answerable turns right, 1 off-topic turn answered:
+# vpkg-refuse-atrial-septostomy); it was 260 of 286 before the answering-core round two. The floor leaves one
+# test of slack for another machine's floating point; raise it as the misses are fixed.
+MIN_PASSING_TESTS = 0.95
 MAX_OFF_TOPIC_ANSWERED = 1
 
 
