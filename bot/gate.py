@@ -40,7 +40,7 @@ class GateDecision(BaseModel):
     """Why a question was answered or refused, as the answer object shows it."""
 
     answer: bool
-    score: float
+    score: float | None  # None: refused without a case to score (none retrieved, or a term no case holds)
     threshold: float
     features: dict[str, float]
     reason: str
@@ -104,7 +104,7 @@ class Gate:
         unheld = [c.label for c in concepts if c.lexical and not retriever.library_holds(c)]
         if unheld:  # the question is about something no case has: a near-domain case would be a wrong answer
             return [], GateDecision(
-                answer=False, score=float("-inf"), threshold=round(model.threshold, 3),
+                answer=False, score=None, threshold=round(model.threshold, 3),
                 features={"library_coverage": round(known, 3)}, unheld=unheld,
                 reason=f"refused: it names {', '.join(unheld)}, which no case of this library mentions")
         scored = [(hit, model.score(features(hit, known))) for hit in hits]
@@ -121,13 +121,14 @@ class Gate:
         shown = max(passing, key=lambda item: precedence(item[0])) if passing else top
         values = {"similarity": round(shown[0].similarity, 3), "coverage": round(shown[0].coverage, 3),
                   "library_coverage": round(known, 3)} if shown else {"library_coverage": round(known, 3)}
-        score = round(shown[1], 3) if shown else float("-inf")
+        score = round(shown[1], 3) if shown else None
         signals = ", ".join(f"{name.replace('_', ' ')} {value:.2f}" for name, value in values.items())
         verdict = "answered" if passing else "refused"
         where = f" from {shown[0].case.id}" if passing else ""
         decision = GateDecision(
             answer=bool(passing), score=score, threshold=round(model.threshold, 3), features=values,
-            reason=f"{verdict}{where}: {signals}; score {score:.2f} against {model.threshold:.2f}, the threshold "
+            reason=f"{verdict}{where}: {signals}; score {'none' if score is None else f'{score:.2f}'} against "
+                   f"{model.threshold:.2f}, the threshold "
                    f"fitted on {model.positives} questions from this library and {model.negatives} off-topic ones")
         if not passing:
             return [], decision

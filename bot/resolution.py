@@ -79,8 +79,8 @@ class Resolver:
         therapies = [surface for surface, terms in self.lexicon.mentions(question)
                      if any(term.group == "therapies" for term in terms)]
         if therapies and not (singular or plural or returning):  # "TCZ for skin - did it work?": "it" is the TCZ
-            return Resolution(kind="new-topic", reason=f"it names its own subject ({', '.join(therapies)}) and no "
-                              "case or patient of the last answer", corrections=fixed)
+            return Resolution(kind="new-topic", reason=f"about {', '.join(therapies)}, not the last answer's cases",
+                              corrections=fixed)
         if returning:  # "back to the lung case": an earlier answer's cases, the latest that hold what it names
             focus = next((f for f in foci[1:] if not self._named_elsewhere(question, f, retriever)), focus)
         new = self._named_elsewhere(question, focus, retriever)
