@@ -18,7 +18,6 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from bot.cases import load_cases
@@ -107,28 +106,10 @@ def retrieval_quality(db: Path, asked) -> dict[str, tuple[float, float, float]]:
 
 def startup(db: Path) -> tuple[float, float]:
     """Seconds from launching `casebot serve` to the page being served, and to the first answer through the API."""
-    from gradio_client import Client
+    from first_answer import one_restart  # bench/first_answer.py: the same launch, timed per question
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    started = time.perf_counter()
-    server = subprocess.Popen([sys.executable, "-m", "bot", "serve", "--port", str(port), "--db", str(db)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=PROJECT_ROOT)
-    try:
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.2)
-        page = time.perf_counter() - started
-        Client(f"http://127.0.0.1:{port}/", verbose=False).predict("renal crisis on ACE inhibitors", "b",
-                                                                  api_name="/ask")
-        return page, time.perf_counter() - started
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    page, answers = one_restart(db, PROJECT_ROOT, pause=0.0)
+    return page, page + answers[0]
 
 
 def measure_ingest(library: Path, db: Path, reuse: bool) -> dict:
