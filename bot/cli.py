@@ -88,6 +88,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"casebot: setting {name} (CASEBOT_{name.upper()}): {first['msg']} (got {first.get('input')!r})",
               file=sys.stderr)
         return 2
+    if args.command in ("ask", "chat", "serve", "eval"):  # a backend's missing package stops these at once
+        from bot.generation import BackendError, require_backend_package
+
+        try:
+            require_backend_package(settings)
+        except BackendError as error:
+            print(f"casebot: {error}", file=sys.stderr)
+            return 2
     from bot.index import IndexMismatch, IndexWriteError
 
     try:
@@ -352,10 +360,13 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.feedback import feedback_store
     from bot.ui import serve
 
     try:
         settings.credentials  # a malformed CASEBOT_AUTH stops here, before the model loads
+        if settings.database_url:  # so does a shared database that cannot be reached
+            feedback_store(settings).check()
     except ValueError as error:
         print(f"casebot: {error}", file=sys.stderr)
         return 2
@@ -364,13 +375,18 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_feedback(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.feedback import FeedbackStore, feedback_path
+    from sqlalchemy.exc import SQLAlchemyError
 
-    store = FeedbackStore(feedback_path(settings))
+    from bot.feedback import feedback_store
+
     try:
+        store = feedback_store(settings)
         count = store.export_csv(args.file)
     except OSError as error:
         print(f"casebot: cannot write {args.file}: {error.strerror}", file=sys.stderr)
         return 2
-    print(f"wrote {count} feedback rows from {store.path} to {args.file}")
+    except (ValueError, SQLAlchemyError) as error:  # a bad URL, a missing driver, a database that is down
+        print(f"casebot: cannot read the feedback store: {str(error).splitlines()[0]}", file=sys.stderr)
+        return 2
+    print(f"wrote {count} feedback rows from {store.where} to {args.file}")
     return 0

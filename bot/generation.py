@@ -1,6 +1,7 @@
 """Chosen cases -> generated text: the chat model named by settings.llm, through LangChain's chat-model classes.
 
-`extractive` needs no model. `llamacpp:PATH.gguf` runs a GGUF file in process (llama-cpp-python),
+`extractive` needs no model. `llamacpp:PATH.gguf` runs a GGUF file in process (llama-cpp-python, the
+`llamacpp` extra, through its own chat API wrapped as a LangChain chat model below),
 `openai:MODEL` talks to any OpenAI-compatible server (settings.openai_base_url: vLLM, llama.cpp's server,
 LM Studio, Ollama's /v1, a cloud), `ollama:MODEL` to an Ollama server. Every call runs against a deadline
 (settings.llm_timeout) and every failure becomes a BackendError, so the caller can always fall back to the
@@ -15,9 +16,12 @@ import time
 from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
+from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, convert_to_openai_messages
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.prompts import ChatPromptTemplate
 
 from bot.answer import prompt
@@ -29,6 +33,11 @@ EXTRACTIVE = "extractive"
 BACKENDS = ("llamacpp", "openai", "ollama")
 # OpenAI's client insists on a key; local OpenAI-compatible servers ignore it.
 PLACEHOLDER_API_KEY = "not-needed"
+# llama-cpp-python is an optional extra: `make run` and a core install do without its compile.
+LLAMACPP_EXTRA = "pip install -e '.[llamacpp]'"
+# langchain-community's ChatLlamaCpp default, kept so that in-process answers stay as they were measured
+# (llama-cpp-python's own default, 1.0, applies no penalty).
+REPEAT_PENALTY = 1.1
 _END = object()
 
 
@@ -55,6 +64,56 @@ def evidence(hits: list[CaseHit], retriever: Retriever, per_case: int) -> Eviden
 def _as_data(text: str) -> str:
     """Case text cannot close its passage or plant a citation marker: <> and [] become look-alikes and ()."""
     return text.replace("[", "(").replace("]", ")").replace("<", "‹").replace(">", "›")
+
+
+def require_backend_package(settings: Settings) -> None:
+    """Raises BackendError naming the extra when the configured backend's package is not installed: checked
+    at start-up, so a missing extra stops the command instead of every answer falling back."""
+    if settings.llm.partition(":")[0] == "llamacpp":
+        _llama_class(settings.llm)
+
+
+def _llama_class(llm: str) -> type:
+    try:
+        from llama_cpp import Llama
+    except ModuleNotFoundError as error:
+        raise BackendError(f"CASEBOT_LLM={llm!r} needs llama-cpp-python, which the core install leaves out: "
+                           f"install the llamacpp extra with `{LLAMACPP_EXTRA}`") from error
+    return Llama
+
+
+class InProcessLlama(BaseChatModel):
+    """A GGUF model in this process through llama-cpp-python's own chat API (`create_chat_completion`, which
+    applies the model's chat template). It replaces langchain-community's ChatLlamaCpp, which is deprecated."""
+
+    client: Any  # llama_cpp.Llama: not thread-safe, ChatBackend calls it one at a time
+    max_tokens: int
+    temperature: float
+
+    @property
+    def _llm_type(self) -> str:
+        return "llama-cpp-python"
+
+    def _completion(self, messages: list[BaseMessage], stop: list[str] | None, stream: bool):
+        return self.client.create_chat_completion(
+            messages=convert_to_openai_messages(messages), max_tokens=self.max_tokens, temperature=self.temperature,
+            repeat_penalty=REPEAT_PENALTY, stop=stop or [], stream=stream)
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        reply = self._completion(messages, stop, stream=False)
+        text = reply["choices"][0]["message"].get("content") or ""
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+
+    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        for part in self._completion(messages, stop, stream=True):
+            text = part["choices"][0]["delta"].get("content")
+            if text:
+                chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
+                if run_manager:
+                    run_manager.on_llm_new_token(text, chunk=chunk)
+                yield chunk
 
 
 class ChatBackend:
@@ -99,14 +158,14 @@ class ChatBackend:
             path = Path(self.target).expanduser()
             if not path.is_file():
                 raise BackendError(f"CASEBOT_LLM={s.llm!r}: the model file {path} does not exist")
-            from langchain_community.chat_models import ChatLlamaCpp
-
+            llama = _llama_class(s.llm)
             try:
-                return ChatLlamaCpp(model_path=str(path), n_ctx=s.llm_context, n_batch=512, n_threads=s.llm_threads,
-                                    max_tokens=s.llm_max_tokens, temperature=s.llm_temperature, seed=0, verbose=False)
+                client = llama(model_path=str(path), n_ctx=s.llm_context, n_batch=512, n_threads=s.llm_threads,
+                               seed=0, verbose=False)
             except Exception as error:
                 raise BackendError(f"CASEBOT_LLM={s.llm!r}: llama.cpp could not load {path} "
                                    f"(is it a GGUF model file?): {_reason(error)}") from error
+            return InProcessLlama(client=client, max_tokens=s.llm_max_tokens, temperature=s.llm_temperature)
         if self.kind == "openai":
             from langchain_openai import ChatOpenAI
 

@@ -46,6 +46,21 @@ class Settings(BaseSettings):
     table_cases_per_cell: int = Field(3, ge=1, description="Case markers per cell of a pathway table in an answer "
                                       "(then \"+N more\"; the counts are complete)")
 
+    # Patients like mine (bot/similar.py): a case's score is the sum of these weights times its agreement with
+    # the vignette's profile (share of the failed therapies, organs, antibodies and measures it holds; subtype
+    # 0/1; text similarity rescaled 0..1 over the library), minus a conflict per finding written as absent.
+    similar_weight_failed: float = Field(3.0, description="Same failed (or not tolerated) therapy")
+    similar_weight_tried: float = Field(1.0, description="A therapy the vignette names without saying how it went, "
+                                        "recorded as failed by the case")
+    similar_weight_organs: float = Field(2.0, description="Same organs involved")
+    similar_weight_antibody: float = Field(1.0, description="Same antibody")
+    similar_weight_subtype: float = Field(1.0, description="Same subtype")
+    similar_weight_measures: float = Field(0.5, description="Measures (FVC %, mRSS, mPAP...) in the same band")
+    similar_weight_conflict: float = Field(1.5, description="Subtracted per antibody or finding written as absent "
+                                           "(ACA-, no PH) that the case has")
+    similar_weight_text: float = Field(1.5, description="MiniLM similarity of the vignette to the case's text")
+    similar_k: int = Field(5, ge=1, description="Similar cases shown")
+
     # Relevance gate (bot/gate.py): fitted on each library itself; these only shape its fit and the answer.
     gate_calibration_questions: int = Field(400, ge=10, description="Questions written from the library's cases "
                                             "to fit the gate on (a sample of cases in a larger library)")
@@ -77,6 +92,15 @@ class Settings(BaseSettings):
     port: int = 7860
     auth: str | None = Field(None, description="Web app login as user:password (CASEBOT_AUTH); none by default")
     web_concurrency: int = Field(4, ge=1, description="Questions the web app answers at once; more wait in a queue")
+    database_url: str | None = Field(None, description="Feedback and audit log in one shared database for all "
+                                     "replicas, e.g. postgresql://user:password@host:5432/casebot; default: SQLite "
+                                     "beside the index")
+    audit: Literal["off", "ids", "full"] = Field("off", description="Audit log of the answers the web app and the "
+                                                 "HTTP API give: off, ids (question, cited case ids, backend, "
+                                                 "refused; no answer text) or full (with the answer text)")
+    api_key: SecretStr | None = Field(None, description="Bearer key of the HTTP API (/v1, /api/ask) of `casebot "
+                                      "serve` (CASEBOT_API_KEY): required when set, and the API is closed without "
+                                      "one when CASEBOT_AUTH is on")
 
     @property
     def lexicon_path(self) -> Path:

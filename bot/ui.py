@@ -1,6 +1,7 @@
 """The clinicians' web app (Gradio): a chat whose answers stream in and show each cited case as a chip, a
 sources panel with the passages behind the selected answer, filters, the case library, feedback on each
-answer, Markdown export, optional login, and the named API endpoint `ask` returning the answer object.
+answer, Markdown export, optional login, and the named API endpoint `ask` returning the answer object
+(the plain HTTP API, bot/api.py, is mounted on the same server).
 
 Everything typed by a user or read from a case file is escaped before it reaches a Markdown or HTML view:
 the only markup on the page is our own."""
@@ -19,11 +20,12 @@ from pathlib import Path
 import gradio as gr
 
 from bot.answer import MARKER, Answer, prompt
+from bot.api import CaseBotApi
 from bot.cases import ORGANS, Case
 from bot.chunking import PLAIN_SECTION, SUMMARY_SECTION
 from bot.citations_view import anchor, numbered_text, numbering
 from bot.conversation import CaseBot, QuestionError
-from bot.feedback import FeedbackStore, feedback_path
+from bot.feedback import feedback_store
 from bot.index import SideIndex
 from bot.retrieval import FILTER_KEYS, FilterError
 from bot.settings import Settings
@@ -320,7 +322,7 @@ def build(bot: CaseBot, ready: threading.Event | None = None) -> gr.Blocks:
     if ready is None:
         ready = threading.Event()
         ready.set()
-    feedback = FeedbackStore(feedback_path(bot.settings))
+    feedback = feedback_store(bot.settings)
     note = prompt(bot.settings.prompts_dir, "educational_note.md")
     choices = filter_choices(list(bot.retriever.cases.values()))
     workers = bot.settings.web_concurrency
@@ -397,6 +399,7 @@ def build(bot: CaseBot, ready: threading.Event | None = None) -> gr.Blocks:
                 record["error"] = str(error)
                 blocks = [f'<span class="answer-warning">{as_text(str(error))}</span>']
             else:
+                feedback.record(conversation_id, answer)
                 concepts = bot.retriever.concepts(answer.question)
                 record |= {"answer": answer.model_dump(),
                            "highlight": sorted(set().union(*(alt for c in concepts for alt in c.alternatives)))}
@@ -470,9 +473,11 @@ def build(bot: CaseBot, ready: threading.Event | None = None) -> gr.Blocks:
             name = f"api:{conversation_id}" if conversation_id else f"api-session:{session}"
             ready.wait()
             try:
-                return bot.ask(question, name).model_dump()
+                answer = bot.ask(question, name)
             except QuestionError as error:
                 raise gr.Error(str(error)) from error
+            feedback.record(name, answer)
+            return answer.model_dump()
 
         gr.api(ask, api_name="ask", concurrency_id="answers", concurrency_limit=workers)
     return demo
@@ -496,7 +501,8 @@ def serve(settings: Settings) -> None:
     demo = build(bot, ready)
     demo.launch(server_name=settings.host, server_port=settings.port, share=False, auth=credentials,
                 auth_message="casebot: log in with the account your department set up.",
-                theme=gr.themes.Default(font=SANS, font_mono=MONO), css=STYLE, js=SCRIPT, prevent_thread_lock=True)
+                theme=gr.themes.Default(font=SANS, font_mono=MONO), css=STYLE, js=SCRIPT, prevent_thread_lock=True,
+                app_kwargs={"routes": CaseBotApi(bot, ready).routes()})  # the HTTP API, with its own key
     try:
         warm_up(bot)
     finally:
