@@ -4,10 +4,12 @@ Similarity and shared names cannot see that "the TMA resolved" became "eculizuma
 So each sentence is read, clause by clause, into assertions: what was done with each therapy (started,
 continued, stopped, tapered, increased, failed, worked), how each topic went (a measure rising or falling,
 an organ improving, the patient dying), how severe, which therapy came before which, and who (a woman or a
-man). A claim's assertion must be stated by the case sentences it rests on (or, failing those, by the rest of
-the case) or at least not be contradicted by them, unless the case's front matter states it (the summary
-outranks a sentence about an earlier stage), and must agree with that front matter. The words and patterns
-are data (knowledge/claims.yaml), read once.
+man). A pronoun ("it") stands for the therapy named last before it, a bracketed abbreviation is the same
+mention, a clause starting "if" asserts nothing, and therapies begun together cannot be put in order. A
+claim's assertion must be stated by the case sentences it rests on (or, failing those, by the rest of the case)
+or at least not be contradicted by them, unless the case's front matter states it (the summary outranks a
+sentence about an earlier stage), and must agree with that front matter. The words and patterns are data
+(knowledge/claims.yaml), read once. bot/audit.py points the same reading at the case files themselves.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class Reading:
 
     assertions: set[Assertion] = field(default_factory=set)
     order: set[tuple[str, str]] = field(default_factory=set)  # (earlier therapy, later therapy)
+    together: set[frozenset[str]] = field(default_factory=set)  # therapies started at the same time
     sexes: set[str] = field(default_factory=set)
     grades: set[str] = field(default_factory=set)
     # clauses whose valence is about the patient or a therapy: (therapies named, topics, values)
@@ -70,18 +73,23 @@ class ClaimReader:
         self.v, self.lexicon = vocabulary, lexicon
         flags = re.IGNORECASE
         self.breaks = re.compile(vocabulary["clause_breaks"], flags)
+        self.hypothetical = re.compile(_words(vocabulary["hypothetical"]), flags)
         self.rewrites = [(re.compile(pattern, flags), replacement)
                          for pattern, replacement in vocabulary["rewrites"].items()]
         self.brakes = re.compile(_words(vocabulary["brakes"]), flags)
         negation = vocabulary["negation"]
         self.negation = re.compile(_words(negation["cues"]) + r"|n't\b", flags)
         self.window = int(negation["window"])
+        self.scope_ends = {word.lower() for word in negation["scope_ends"]}
         self.opposite: dict[str, str] = negation["opposite"]
         self.actions = {value: [re.compile(self._therapy_slots(p), flags) for p in patterns]
                         for value, patterns in vocabulary["actions"].items()}
         self.roles = [(re.compile(self._therapy_slots(r["pattern"]), flags), r["A"], r["B"])
                       for r in vocabulary["roles"]]
         self.order_patterns = [re.compile(self._therapy_slots(p), flags) for p in vocabulary["order"]]
+        self.together = re.compile(_words(vocabulary["together"]), flags)
+        self.pronouns = re.compile(_words(vocabulary["pronouns"]), flags)
+        self.coordination = re.compile(vocabulary["coordination"], flags)
         self.valence = {value: re.compile(_words(words), flags) for value, words in vocabulary["valence"].items()}
         self.stable = self.valence.pop("stable")
         self.direction = {value: re.compile(_words(words), flags) for value, words in vocabulary["direction"].items()}
@@ -113,7 +121,7 @@ class ClaimReader:
                 .replace("{A}", f"(?P<A>{_TOKEN_RE})").replace("{B}", f"(?P<B>{_TOKEN_RE})") + r"(?!\w)")
 
     @cached_property
-    def _organ_pattern(self) -> list[tuple[str, re.Pattern[str]]]:
+    def organ_patterns(self) -> list[tuple[str, re.Pattern[str]]]:
         return [(t.canonical, re.compile(_words(list(t.aliases)), re.IGNORECASE))
                 for t in self.lexicon.terms if t.group == "organs"]
 
@@ -129,7 +137,24 @@ class ClaimReader:
             names.append(terms[0].canonical)
             return _TOKEN.format(len(names) - 1)
 
-        return pattern.sub(token, text), names
+        tokenised = pattern.sub(token, text)
+        # "mycophenolate mofetil (MMF)": the abbreviation in brackets is the same mention, not a second therapy
+        tokenised = re.sub(rf"\s*\((?:{_TOKEN_RE})\)", "", tokenised)
+        return tokenised, names
+
+    def _resolve_pronouns(self, sentence: str) -> str:
+        """`sentence` with each pronoun of claims.yaml `pronouns` replaced by the therapy named last before it
+        ("persistent nausea forced it to stop", "tadalafil was added after it"), so patterns see the therapy."""
+        mentions = [m for m in self.lexicon._pattern.finditer(sentence)
+                    if any(t.group == "therapies" for t in self.lexicon.find(m.group(0)))]
+        if not mentions:
+            return sentence
+
+        def therapy(match: re.Match) -> str:
+            before = [m for m in mentions if m.end() <= match.start()]
+            return before[-1].group(0) if before else match.group(0)
+
+        return self.pronouns.sub(therapy, sentence)
 
     def front_matter(self, passages: list[str]) -> FrontMatter | None:
         """The front matter from the summary passage (the one stating an outcome and therapies), if given."""
@@ -147,13 +172,14 @@ class ClaimReader:
     def read(self, sentence: str) -> Reading:
         for pattern, replacement in self.rewrites:
             sentence = pattern.sub(replacement, sentence)
+        sentence = self._resolve_pronouns(sentence)
         reading = Reading()
         for sex, pattern in self.sex.items():
             if pattern.search(sentence):
                 reading.sexes.add(sex)
         reading.grades = {g.upper() for g in self.grade.findall(sentence)}
         for clause in self.breaks.split(sentence):
-            if clause and clause.strip():
+            if clause and clause.strip() and not self.hypothetical.match(clause.strip()):
                 self._read_clause(clause, reading)
         tokenised, names = self.therapies(sentence)
         plain, _ = self._without_negation(tokenised)
@@ -162,6 +188,8 @@ class ClaimReader:
                 a, b = names[_number(match.group("A"))], names[_number(match.group("B"))]
                 if a != b:
                     reading.order.add((a, b))
+        if self.together.search(plain):
+            reading.together = {frozenset((a, b)) for a in names for b in names if a != b}
         return reading
 
     def _without_negation(self, text: str) -> tuple[str, list[int]]:
@@ -181,7 +209,8 @@ class ClaimReader:
         for position in positions:
             if start <= position <= end:
                 return True
-            if position < start and len(text[position:start].split()) <= self.window:
+            between = text[position:start].lower().split()
+            if position < start and len(between) <= self.window and not self.scope_ends & set(between):
                 return True
         return False
 
@@ -211,7 +240,9 @@ class ClaimReader:
         for _, _, start, end in measures:  # a measure's own words ("worsening events") carry no valence
             masked = masked[:start] + "_" * (end - start) + masked[end:]
         masked = re.sub(_TOKEN_RE, lambda m: "_" * len(m.group(0)), masked)
-        organs = {canonical for canonical, pattern in self._organ_pattern if pattern.search(clause)}
+        organs = {canonical for canonical, pattern in self.organ_patterns if pattern.search(clause)}
+        organ_spans = [(canonical, m.start(), m.end()) for canonical, pattern in self.organ_patterns
+                       for m in pattern.finditer(text)]  # where each stands ("dialysis" names a therapy there)
         placed: list[tuple[str, int]] = []  # a valence word's value and where it stands
         for value, pattern in self.valence.items():
             for match in pattern.finditer(masked):
@@ -246,22 +277,41 @@ class ClaimReader:
         topics = (measured | organs) or {OVERALL}
         values_all = generic.union(*own.values())
         # A valence word belongs to the measure named nearest to it ("despite tight blood pressure control, kidney
-        # function went on declining": the decline is the kidney's); an organ or the patient takes every value.
-        nearest = {(value, at): min(measures, key=lambda m: min(abs(at - m[2]), abs(at - m[3])))[0]
-                   for value, at in placed} if measures else {}
+        # function went on declining": the decline is the kidney's), and among several organs to the organ named
+        # nearest to it ("rapidly progressive skin, a risk for renal crisis": the progression is the skin's); a
+        # single organ or the patient takes every value.
+        nearest = {(value, at): _nearest(measures, at) for value, at in placed} if measures else {}
+        nearest_organ = {(value, at): self._coordinated(organ_spans, _nearest(organ_spans, at), text)
+                         for value, at in placed} if len(organs) > 1 and organs == {o for o, *_ in organ_spans} else {}
         for topic in topics:
             if topic in measured:
                 values = {value for value, at in placed if nearest[(value, at)] == topic} | own.get(topic, set())
+            elif nearest_organ:
+                values = {value for value, at in placed if topic in nearest_organ[(value, at)]}.union(*own.values())
             else:
                 values = values_all
             for value in values:
                 reading.assertions.add(Assertion("valence", topic, value))
-        levels = {level for level, pattern in self.severity.items() if pattern.search(masked)}
+        # severity words may include a measure's name ("low risk"), so they are looked for before its masking
+        unmasked = re.sub(_TOKEN_RE, lambda m: "_" * len(m.group(0)), text)
+        levels = {level for level, pattern in self.severity.items() for m in pattern.finditer(unmasked)
+                  if not self._negated(unmasked, negations, m.start(), m.end())}  # "never reached low risk"
         for topic in topics:
             for level in levels:
                 reading.assertions.add(Assertion("severity", topic, level))
         if generic:  # how the course went, in words; a measure's own movement is no verdict on the course
             reading.clauses.append((frozenset(names), frozenset(topics), frozenset(generic)))
+
+    def _coordinated(self, spans: list[tuple[str, int, int]], organ: str, text: str) -> set[str]:
+        """`organ` and the organs joined to it ("her skin and lungs improved": both did)."""
+        joined = {organ}
+        for _ in spans:
+            for name, start, end in spans:
+                if name not in joined and any(
+                        self.coordination.fullmatch(text[min(end, e):max(start, s)])
+                        for other, s, e in spans if other in joined):
+                    joined.add(name)
+        return joined
 
     def compare(self, claim: Reading, anchors: list[Reading], case: list[Reading],
                 front: FrontMatter | None) -> list[str]:
@@ -286,9 +336,12 @@ class ClaimReader:
         case_order = set().union(*(r.order for r in case)) if case else set()
         if front:
             case_order |= {(f, n) for f in front.failed - front.next for n in front.next - front.failed}
+        case_together = set().union(*(r.together for r in case)) if case else set()
         for earlier, later in sorted(claim.order):
             if (later, earlier) in case_order and (earlier, later) not in case_order:
                 problems.append(f"it puts {earlier} before {later}; the case has {later} first")
+            elif frozenset((earlier, later)) in case_together - claim.together and (earlier, later) not in case_order:
+                problems.append(f"it puts {earlier} before {later}; the case started them together")
         case_sexes = set().union(*(r.sexes for r in case)) if case else set()
         if claim.sexes and case_sexes and not claim.sexes & case_sexes:
             problems.append(f"it speaks of a {'/'.join(sorted(claim.sexes))} patient; the case is about a "
@@ -316,16 +369,28 @@ class ClaimReader:
                    for therapies, topics, values in claim.clauses)
 
     def _against_front_matter(self, claim: Reading, front: FrontMatter) -> list[str]:
+        problems = [problem for _, problem in self.action_conflicts(claim, front)]
+        return list(dict.fromkeys(problems + self.outcome_conflicts(claim, front)))
+
+    def action_conflicts(self, claim: Reading, front: FrontMatter) -> list[tuple[str, str]]:
+        """(front-matter field, problem) for each thing the claim says was done that the front matter denies."""
         problems = []
         for a in claim.assertions:
             if a.kind != "action":
                 continue
             if a.value == "work" and a.key in front.failed - front.next:
-                problems.append(f"it says {a.key} worked; the case records it as failed")
+                problems.append(("failed_therapies", f"it says {a.key} worked; the case records it as failed"))
             if a.value == "fail" and a.key in front.next - front.failed and front.outcome in self.next_cannot_fail_when:
-                problems.append(f"it says {a.key} failed; the case records it as what followed, outcome {front.outcome}")
+                problems.append(("next_therapies", f"it says {a.key} failed; the case records it as what followed, "
+                                                   f"outcome {front.outcome}"))
             if a.value == "not_start" and a.key in front.failed | front.next:
-                problems.append(f"it says {a.key} was not given; the case records it as given")
+                field_name = "failed_therapies" if a.key in front.failed else "next_therapies"
+                problems.append((field_name, f"it says {a.key} was not given; the case records it as given"))
+        return problems
+
+    def outcome_conflicts(self, claim: Reading, front: FrontMatter) -> list[str]:
+        """How the claim says the course went, about the patient or what followed, where the outcome rules it out."""
+        problems = []
         ruled_out = self.outcome_rules_out.get(front.outcome, set())
         for therapies, topics, values in claim.clauses:
             if topics & self.measure_names:
@@ -336,6 +401,11 @@ class ClaimReader:
                 problems.append(f"it says the course was {', '.join(sorted(values & ruled_out))}; "
                                 f"the case's outcome is {front.outcome}")
         return list(dict.fromkeys(problems))
+
+
+def _nearest(spans: list[tuple], at: int) -> str:
+    """The name of the span (name, ..., start, end) closest to position `at`."""
+    return min(spans, key=lambda m: min(abs(at - m[-2]), abs(at - m[-1])))[0]
 
 
 def _number(token: str) -> int:

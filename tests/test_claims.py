@@ -1,24 +1,27 @@
 """The claim check on the planted-sentence probe (tests/probes/claims.yaml): faithful paraphrases must keep their
 citation and distortions (changed outcome, measure direction, therapy action, negation, severity, order, wrong
-case) must lose it. Counts only; timings are for bench/verifier.py.
+case) must lose it. Counts only; timings are for bench/verifier.py. Then `casebot check`, the same claim check
+pointed at the library itself.
 
-Targets (issue 16): at least 95% of each. Not met yet: the floors below are the counts measured on 2026-12-02
-(tests/probes/probe.py, the check tuned on the shipped probes only, the heldout probes written before any run on
-them), so a regression fails; the targets stay in the issue."""
+Targets (issue 16): at least 95% of each. Not met yet (distortions in both libraries, faithful paraphrases on
+heldout): the floors below are the counts measured
+on 2026-12-03 (tests/probes/probe.py, the check tuned on the shipped probes only, the heldout probes only
+counted), so a regression fails; the targets stay in the issue."""
 
 from __future__ import annotations
 
 import pytest
 
+from bot.cli import main
 from bot.embedding import MiniLMEmbeddings
 from bot.lexicon import Lexicon
-from bot.settings import load_settings
+from bot.settings import PROJECT_ROOT, load_settings
 from bot.verification import CitationVerifier
 from probes.probe import Result, library_passages, load_probes, run
 
-# library -> (faithful kept, distortions caught): measured 2026-12-02 at shipped 76/81 and 75/100, heldout
-# 28/32 and 41/50 (see the module docstring); one sentence of slack for another machine's floating point.
-FLOORS = {"shipped": (75, 74), "heldout": (27, 40)}
+# library -> (faithful kept, distortions caught), measured 2026-12-03: shipped 78/81 and 89/100, heldout 27/32
+# and 44/50. The check is deterministic, so the floors are the measured counts.
+FLOORS = {"shipped": (78, 89), "heldout": (27, 44)}
 # The issue asks for at least 200 planted sentences.
 MIN_PROBES = 200
 KINDS = {"faithful", "outcome", "measure", "action", "negation", "severity", "order", "case"}
@@ -48,3 +51,55 @@ def test_faithful_paraphrases_keep_their_citation_and_distortions_lose_it(result
              for r in mine if not r.right]
     floor_kept, floor_caught = FLOORS[library]
     assert kept >= floor_kept and caught >= floor_caught, "\n".join(wrong)
+
+
+# `casebot check`, the library audit: one planted contradiction per copy of a shipped case, each found with its
+# file and field; the shipped library itself is clean.
+AUDITED = PROJECT_ROOT / "knowledge" / "cases" / "ild-cyc-failure-rituximab.md"
+OUTCOME_TEXT = ("The result was partial: over the following year his FVC stopped falling but did not recover, "
+                "breathlessness stayed the same and his skin softened a little.")
+PLANTS = {
+    "failed-worked": (lambda t: t.replace(OUTCOME_TEXT, OUTCOME_TEXT + " In the end cyclophosphamide worked."),
+                      "failed_therapies", "cyclophosphamide worked"),
+    "failed-and-next": (lambda t: t.replace("next_therapies: [rituximab]",
+                                            "next_therapies: [rituximab, cyclophosphamide]"),
+                        "failed_therapies, next_therapies", "both failed and next"),
+    "never-given": (lambda t: t.replace(OUTCOME_TEXT, OUTCOME_TEXT + " Rituximab was never given."),
+                    "next_therapies", "rituximab was not given"),
+    "outcome": (lambda t: t.replace(OUTCOME_TEXT, "He died of respiratory failure within the year."),
+                "outcome", "the case's outcome is partial"),
+    "organ": (lambda t: t.replace("organs: [lung, skin]", "organs: [lung, skin, heart]"),
+              "organs", "heart is listed but the text never describes it"),
+    "section": (lambda t: t[: t.index("## Teaching points")], "body", "'## Teaching points' is missing"),
+}
+
+
+def test_the_shipped_library_passes_the_audit(capsys):
+    assert main(["check"]) == 0, capsys.readouterr().out
+
+
+@pytest.mark.parametrize("plant", sorted(PLANTS))
+def test_the_audit_finds_a_planted_contradiction_with_its_file_and_field(tmp_path, capsys, plant):
+    change, field_name, problem = PLANTS[plant]
+    original = AUDITED.read_text(encoding="utf-8")
+    planted = change(original).replace("id: ild-cyc-failure-rituximab", f"id: planted-{plant}")
+    assert planted != original
+    path = tmp_path / f"planted-{plant}.md"
+    path.write_text(planted, encoding="utf-8")
+    assert main(["check", "--source", str(tmp_path)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith(f"{path}: {field_name}: ") and problem in line for line in lines), lines
+    assert all(line.startswith(str(path)) for line in lines), lines  # nothing else is flagged
+
+
+def test_the_audit_finds_a_copied_case_under_another_id(tmp_path, capsys):
+    text = AUDITED.read_text(encoding="utf-8")
+    (tmp_path / "a.md").write_text(text, encoding="utf-8")
+    (tmp_path / "b.md").write_text(text.replace("id: ild-cyc-failure-rituximab", "id: copied-case"), encoding="utf-8")
+    assert main(["check", "--source", str(tmp_path)]) == 1
+    assert f"{tmp_path / 'b.md'}: body: a copy of {tmp_path / 'a.md'}" in capsys.readouterr().out
+
+
+def test_the_audit_names_a_missing_folder(tmp_path, capsys):
+    assert main(["check", "--source", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere" in capsys.readouterr().err
