@@ -126,10 +126,12 @@ class Teaching:
     lexicon: Lexicon
     prompts_dir: Path
     by_id: dict[str, Case] = field(init=False)
+    numbers: dict[str, int] = field(init=False)  # each case's place in the library, from 1, for its label
 
     def __post_init__(self) -> None:
         self.cases = sorted(self.cases, key=lambda c: c.id)
         self.by_id = {case.id: case for case in self.cases}
+        self.numbers = {case.id: number for number, case in enumerate(self.cases, start=1)}
 
     @classmethod
     def from_files(cls, settings: Settings) -> tuple[Teaching, list[str]]:
@@ -169,6 +171,15 @@ class Teaching:
             raise TeachingError(f"no case in the library records the therapy {value!r}; for example: "
                                 f"{', '.join(present[:8])}")
         return therapy
+
+    def label(self, case_id: str) -> str:
+        """The case's neutral name ("Case 12 — diffuse, skin and lung"): its place in the library, subtype and
+        organs, since its id and title name the therapy that followed."""
+        case = self.case(case_id)
+        subtype = self.wording["label_subtypes"][case.subtype]
+        organs = _listing([organ.replace("-", " ") for organ in case.organs])
+        return self.wording["case_label"].format(number=self.numbers[case.id],
+                                                 description=", ".join(p for p in (subtype, organs) if p))
 
     def pick(self, rng: random.Random, organ: str | None = None, therapy: str | None = None) -> Case:
         """A random case, with the organ and with the therapy (failed or given next) when they are set."""
@@ -258,9 +269,11 @@ class Teaching:
             return None
         fresh = [t for t in case.next_therapies if t not in case.failed_therapies] or case.next_therapies
         answer = rng.choice(fresh)
-        # Anything the case itself gives or names as its next step would be a second right answer.
+        # Anything the case itself gives or names as its next step would be a second right answer, and so is
+        # what followed in every other case the stem describes as well.
         named = {t.canonical for t in self.lexicon.find(self._section(case, NEXT)) if t.group == "therapies"}
-        excluded = self._with_classes({answer, *case.therapies, *named})
+        alike = [t for other in self._alike(case, failed=True) for t in other.next_therapies]
+        excluded = self._with_classes({answer, *case.therapies, *named, *alike})
         tiers = [[t for other in cases for t in other.therapies] for cases in self._neighbours(case)]
         options = self._options(answer, rng, [*tiers, self.lexicon.names("therapies")], excluded)
         if not options:
@@ -273,7 +286,8 @@ class Teaching:
         if not case.antibodies:
             return None
         answer = rng.choice(case.antibodies)
-        options = self._options(answer, rng, [self.lexicon.names("antibodies")], {a.lower() for a in case.antibodies})
+        carried = {a.lower() for other in [case, *self._alike(case, antibodies=False)] for a in other.antibodies}
+        options = self._options(answer, rng, [self.lexicon.names("antibodies")], carried)
         if not options:
             return None
         return self._question("antibody", case, answer, options, patient=self._patient(case, antibodies=False),
@@ -294,7 +308,8 @@ class Teaching:
             return None
         known = [o for o in OUTCOME_ORDER if o != "unknown"]
         tiers = [[other.outcome for other in cases] for cases in self._neighbours(case)]
-        options = self._options(case.outcome, rng, [*tiers, known], {case.outcome, "unknown"})
+        alike = {other.outcome for other in self._alike(case, failed=True, following=True)}
+        options = self._options(case.outcome, rng, [*tiers, known], {case.outcome, "unknown", *alike})
         if not options:
             return None
         shape = ("failed_then_next" if case.failed_therapies and case.next_therapies
@@ -337,6 +352,19 @@ class Teaching:
         options = [answer, *picked]
         rng.shuffle(options)
         return options
+
+    def _alike(self, case: Case, antibodies: bool = True, failed: bool = False,
+               following: bool = False) -> list[Case]:
+        """The other cases a stem worded from `case` describes just as well, whose answers are right too: the
+        same subtype and at least the case's organs, and its antibodies, failed and next therapies when the
+        stem names them (a stem silent on something fits any case)."""
+        def covers(other: Case) -> bool:
+            wanted = [(case.organs, other.organs), (case.antibodies if antibodies else [], other.antibodies),
+                      (case.failed_therapies if failed else [], other.failed_therapies),
+                      (case.next_therapies if following else [], other.next_therapies)]
+            return case.subtype in ("unknown", other.subtype) and all(set(mine) <= set(theirs)
+                                                                      for mine, theirs in wanted)
+        return [other for other in self.cases if other.id != case.id and covers(other)]
 
     def _neighbours(self, case: Case) -> list[list[Case]]:
         """The other cases by clinical closeness: sharing the case's first (main) organ, then any organ."""
@@ -391,9 +419,12 @@ class Teaching:
                 found.append((defused(sentence), named[0].canonical, defused(masked)))
         return found
 
-    def handout_markdown(self, session: Session) -> str:
+    def handout_markdown(self, session: Session, student: bool = False) -> str:
         """The session as a Markdown handout: each case staged as in the walk-through with the group's answer,
-        then the quiz, its answer key, and the cases cited."""
+        then the quiz, its answer key, and the cases cited. The `student` copy stops each case at the pause
+        and gives the questions without the key, naming cases by their neutral labels."""
+        if student:
+            return self.student_markdown(session)
         words, hand = self.wording, self.wording["handout"]
         lines = [f"# {hand['title']}", "", prompt(self.prompts_dir, "educational_note.md"), ""]
         cited: list[str] = []
@@ -429,34 +460,57 @@ class Teaching:
             lines.append(f"- [{case.id}] {defused(case.title)} ({defused(case.source or Path(case.path).name)})")
         return "\n".join(lines).rstrip() + "\n"
 
-    def handout_html(self, session: Session) -> str:
-        """The Markdown handout as a standalone page: case text cannot inject HTML, citations are styled."""
-        body = MARKER.sub(r'<span class="cite">[\1]</span>', markdown_html(self.handout_markdown(session)))
-        return prompt(self.prompts_dir, "handout.html").format(
-            title=self.wording["handout"]["title"], style=prompt(self.prompts_dir, "handout.css"), body=body)
+    def student_markdown(self, session: Session) -> str:
+        """The student copy: each case by its label up to the pause with room for an answer, then the
+        questions without the key; no title, id, reveal or related case (all name what was done)."""
+        words, hand = self.wording, self.wording["handout"]
+        lines = [f"# {hand['student_title']}", "", prompt(self.prompts_dir, "educational_note.md"), "",
+                 f"*{hand['student_note']}*", ""]
+        for number, record in enumerate(session.walks, start=1):
+            walk = self.walkthrough(record.case_id)
+            lines += [f"## {number}. {self.label(record.case_id)}", ""]
+            if walk.case.antibodies:
+                lines += [f"*{', '.join(walk.case.antibodies)}*", ""]
+            for stage in walk.before:
+                lines += [f"### {stage.heading}", "", stage.text, ""]
+            lines += [f"### {words['pause']}", "", f"**{hand['student_answer']}**", "", "_" * 40, ""]
+        if session.questions:
+            lines += [self.quiz_markdown(session.questions, [], key=False), ""]
+        return "\n".join(lines).rstrip() + "\n"
 
-    def export(self, session: Session, fmt: Format, out: Path) -> Path:
-        """Writes the handout to `out` in `fmt`; the PDF is printed from the HTML by headless chromium."""
+    def handout_html(self, session: Session, student: bool = False) -> str:
+        """The Markdown handout as a standalone page: case text cannot inject HTML, citations are styled."""
+        markdown = self.handout_markdown(session, student)
+        body = MARKER.sub(r'<span class="cite">[\1]</span>', markdown_html(markdown))
+        title = self.wording["handout"]["student_title" if student else "title"]
+        return prompt(self.prompts_dir, "handout.html").format(
+            title=title, style=prompt(self.prompts_dir, "handout.css"), body=body)
+
+    def export(self, session: Session, fmt: Format, out: Path, student: bool = False) -> Path:
+        """Writes the handout (the `student` copy or the educator's) to `out` in `fmt`; the PDF is printed from
+        the HTML by headless chromium."""
         if fmt not in FORMATS:
             raise TeachingError(f"unknown handout format {fmt!r}; use one of {', '.join(FORMATS)}")
         out.parent.mkdir(parents=True, exist_ok=True)
         if fmt == "md":
-            out.write_text(self.handout_markdown(session), encoding="utf-8")
+            out.write_text(self.handout_markdown(session, student), encoding="utf-8")
         elif fmt == "html":
-            out.write_text(self.handout_html(session), encoding="utf-8")
+            out.write_text(self.handout_html(session, student), encoding="utf-8")
         else:
-            print_pdf(self.handout_html(session), out)
+            print_pdf(self.handout_html(session, student), out)
         return out
 
-    def quiz_markdown(self, questions: list[Question], responses: list[str | None]) -> str:
-        """Numbered questions with lettered options, then the answer key with explanations (and the group's
-        choices when given)."""
+    def quiz_markdown(self, questions: list[Question], responses: list[str | None], key: bool = True) -> str:
+        """Numbered questions with lettered options, then (with the `key`) the answer key with explanations
+        and the group's choices when given."""
         words = self.wording["handout"]
         lines = [f"## {words['quiz']}", ""]
         for number, q in enumerate(questions, start=1):
             lines += [f"{number}. {q.question}", ""]
             lines += [f"   - {letter}. {option}" for letter, option in zip("ABCDEFGH", q.options)]
             lines.append("")
+        if not key:
+            return "\n".join(lines).rstrip()
         lines += [f"## {words['answer_key']}", ""]
         for number, q in enumerate(questions, start=1):
             letter = "ABCDEFGH"[q.options.index(q.answer)]

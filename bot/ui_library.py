@@ -14,6 +14,7 @@ from bot.cases import ORGANS, Evidence, Outcome, Subtype
 from bot.conversation import CaseBot
 from bot.index import SideIndex
 from bot.intake import SECTIONS, Draft, IntakeError, add, check, form_markdown
+from bot.lexicon import Lexicon
 from bot.text import tokenize
 from bot.ui import case_html, chip
 
@@ -24,10 +25,17 @@ ADD_HELP = ("Upload a case file (Markdown with the library's front matter, plain
             "nothing is written until you press **Add to the library**.")
 
 
-def library_rows(side: SideIndex, query: str) -> list[list[str]]:
+def library_rows(side: SideIndex, query: str, lexicon: Lexicon) -> list[list[str]]:
     """The case table, keeping the cases that contain every word of `query`: as part of their metadata
-    (so "src-" or "ritux" work), or anywhere in their text in any inflection (the index's own tokens)."""
-    words = query.lower().split()
+    (so "src-" or "ritux" work), or anywhere in their text in any inflection (the index's own tokens). A name
+    the lexicon knows (a brand such as "CellCept", an abbreviation) stands for its term, as in the chat: its
+    canonical name in the metadata or any of its names in the text."""
+    mentions = lexicon.spans(query)
+    rest = "".join(query[start:end] for start, end in
+                   zip([0, *(m.end for m in mentions)], [*(m.start for m in mentions), len(query)]))
+    terms = [lexicon.narrowest(mention.terms) for mention in mentions]
+    names = [(term.canonical.lower(), [set(stems) for stems in tokenize(list(term.aliases))]) for term in terms]
+    words = rest.lower().split()
     stems = [set(word_stems) for word_stems in tokenize(words)] if words else []
     rows = []
     for case in sorted(side.cases.values(), key=lambda c: c.id):
@@ -35,7 +43,9 @@ def library_rows(side: SideIndex, query: str) -> list[list[str]]:
                ", ".join(case.next_therapies), case.outcome, case.evidence or ""]
         metadata = " ".join([*row, *case.antibodies]).lower()
         tokens = side.case_tokens.get(case.id, set())
-        if all(word in metadata or (word_stems and word_stems <= tokens) for word, word_stems in zip(words, stems)):
+        if all(word in metadata or (word_stems and word_stems <= tokens) for word, word_stems in zip(words, stems)) \
+                and all(canonical in metadata or any(alias and alias <= tokens for alias in aliases)
+                        for canonical, aliases in names):
             rows.append(row)
     return rows
 
@@ -50,15 +60,9 @@ def refused(reason: str) -> str:
 
 
 def build_library_tab(bot: CaseBot) -> gr.Dataframe:
-    """The tab's components and events; called inside an open gr.Tab. Returns the case table, which other
+    """The tab's components and events; called inside an open gr.Tab. "Add a case" comes first, so that it
+    stays on the first screen however long the case opened below it is. Returns the case table, which other
     tabs refresh when the library changes."""
-    search = gr.Textbox(label="Search the cases", placeholder="a therapy, organ, antibody, any word…",
-                        elem_id="library-search")
-    table = gr.Dataframe(lambda: library_rows(bot.retriever.refresh(), ""), headers=LIBRARY_COLUMNS,
-                         interactive=False, wrap=True, max_height=420, column_widths=LIBRARY_WIDTHS,
-                         elem_id="library-table")
-    case_view = gr.HTML("<p>Select a case in the table to read it in full.</p>", elem_id="case-view")
-
     with gr.Accordion("Add a case to the library", open=False, elem_id="add-case"):
         gr.Markdown(ADD_HELP)
         draft = gr.State(None)
@@ -87,6 +91,13 @@ def build_library_tab(bot: CaseBot) -> gr.Dataframe:
                 check_form = gr.Button("Check the form", elem_id="add-check-form")
         preview = gr.HTML(elem_id="add-preview")
         confirm = gr.Button("Add to the library", variant="primary", interactive=False, elem_id="add-confirm")
+
+    search = gr.Textbox(label="Search the cases", placeholder="a therapy, organ, antibody, any word…",
+                        elem_id="library-search")
+    table = gr.Dataframe(lambda: library_rows(bot.retriever.refresh(), "", bot.lexicon), headers=LIBRARY_COLUMNS,
+                         interactive=False, wrap=True, max_height=420, column_widths=LIBRARY_WIDTHS,
+                         elem_id="library-table")
+    case_view = gr.HTML("<p>Select a case in the table to read it in full.</p>", elem_id="case-view")
 
     def checked(name: str, data: bytes):
         """The check's outcome: a preview and an enabled Add button, or the reason and nothing pending."""
@@ -127,11 +138,12 @@ def build_library_tab(bot: CaseBot) -> gr.Dataframe:
         side = bot.retriever.refresh()
         done = (f'<p id="add-done">Added {chip(pending.case.id)} to {html.escape(str(bot.settings.cases_dir))} and '
                 f"indexed it ({report.chunks_embedded} passages). Ask about it in the Chat tab now.</p>")
-        return None, done, gr.Button(interactive=False), library_rows(side, query)
+        return None, done, gr.Button(interactive=False), library_rows(side, query, bot.lexicon)
 
     confirm.click(add_case, [draft, search], [draft, preview, confirm, table], api_visibility="private")
 
-    search.change(lambda query: library_rows(bot.retriever.side, query), search, table, api_visibility="private")
+    search.change(lambda query: library_rows(bot.retriever.side, query, bot.lexicon), search, table,
+                  api_visibility="private")
 
     def open_case(selected: gr.SelectData) -> str:
         case = bot.retriever.cases.get(selected.row_value[0])

@@ -416,7 +416,10 @@ def test_pathways_tab_plots_and_tables_what_came_after_a_failure_as_the_cli_does
     choose(page, "pathway-organ", "lung")
     table = page.locator("#pathway-table table")
     expect(table.locator("tbody tr")).to_have_count(len(expected))
-    shown = {row.locator("td").first.inner_text(): sorted(row.locator(".cite-chip").all_inner_texts())
+    numbered = {item.locator(".source-number").inner_text(): item.get_attribute("data-case")  # [1] -> its case
+                for item in page.locator("#pathway-cited li").all()}
+    shown = {row.locator("td").first.inner_text():
+             sorted(numbered[n] for n in row.locator(".cite-chip").all_inner_texts())
              for row in table.locator("tbody tr").all()}
     assert shown == expected
     assert f"After {failed} failed" in page.locator("#pathway-table").inner_text()

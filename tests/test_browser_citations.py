@@ -11,7 +11,10 @@ import threading
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from bot.pathways import OUTCOME_ORDER, pathway
 from bot.ui import SANS, SCRIPT, STYLE, build
+from bot.ui_library import library_rows
+from bot.ui_pathways import OUTCOME_COLOURS
 from conftest import ARTIFACTS, free_port
 
 LAPTOP = {"width": 1366, "height": 768}
@@ -66,6 +69,17 @@ def pages(browser, server):
     yield at
     for page in opened:
         page.context.close()
+
+
+def open_tab(page: Page, name: str) -> None:
+    """Opens the app's tab `name`; on a phone the tabs that do not fit are behind "More tabs"."""
+    page.locator('[role="tablist"]').first.wait_for()
+    tab = page.get_by_role("tab", name=name)
+    if tab.is_visible():
+        tab.click()
+    else:
+        page.get_by_role("button", name="More tabs").click()
+        page.locator(".overflow-dropdown button", has_text=name).click()
 
 
 def ask(page: Page, question: str):
@@ -141,6 +155,67 @@ def test_pathway_tables_keep_words_whole_and_stay_inside_the_bubble(pages, size)
             rect = box(link)
             assert bubble["left"] <= rect["left"] and rect["right"] <= bubble["right"]
     table.screenshot(path=ARTIFACTS / f"chat-table-{size['width']}.png")
+
+
+@SIZES
+def test_pathways_number_their_cases_key_every_outcome_drawn_and_read_a_misspelt_therapy(pages, size,
+                                                                                          knowledge_bot):
+    """Issue 18, item 10: the bars' key shows every outcome drawn; the table cites cases by number with their
+    titles, leading to the case in the list below; a misspelt therapy is read as the chat reads it."""
+    cases = knowledge_bot.retriever.cases
+    result = pathway(cases.values(), knowledge_bot.lexicon, "mycophenolate mofetil")
+    drawn = [o for o in OUTCOME_ORDER if any(o in row.outcomes for row in result.rows)]
+    assert len(drawn) >= 2
+    page = pages(size)
+    open_tab(page, "Pathways")
+    table = page.locator("#pathway-table")
+    expect(table).to_contain_text("failed, the library records")  # the page load's table comes first
+    failed = page.locator("#pathway-failed input")
+    failed.fill("mycophenolte")
+    failed.press("Enter")
+    expect(table).to_contain_text("Read “mycophenolte” as mycophenolate mofetil.")
+    expect(table.locator("tbody tr")).to_have_count(len(result.rows))
+    legend = page.locator("#pathway-legend li")
+    expect(legend).to_have_text(drawn)
+    for item in legend.all():
+        colour = item.locator(".swatch").evaluate("e => getComputedStyle(e).backgroundColor")
+        red, green, blue = (int(OUTCOME_COLOURS[item.get_attribute("data-outcome")][i:i + 2], 16) for i in (1, 3, 5))
+        assert colour == f"rgb({red}, {green}, {blue})"
+    links = table.locator("a.cite-num")
+    numbers = {cid: n for n, cid in enumerate(result.case_ids(), start=1)}
+    assert links.count() == sum(len(ids) for row in result.rows for ids in row.outcomes.values())
+    assert {link.inner_text() for link in links.all()} == {f"[{n}]" for n in numbers.values()}
+    assert table.locator("table").evaluate(BROKEN_WORDS) == []
+    last = links.last
+    number = int(last.inner_text().strip("[]"))
+    case_id = next(cid for cid, n in numbers.items() if n == number)
+    expect(last).to_have_attribute("title", cases[case_id].title)
+    expect(page.locator("#pathway-cited li")).to_have_count(len(numbers))
+    last.scroll_into_view_if_needed()
+    last.click()
+    target = page.locator(f"#pathway-case-{number}")
+    expect(target).to_have_attribute("data-case", case_id)
+    expect(target).to_be_in_viewport()
+    page.screenshot(path=ARTIFACTS / f"pathways-{size['width']}x{size['height']}.png", full_page=True)
+
+
+def test_the_library_finds_a_brand_name_and_add_a_case_stays_on_the_first_screen(pages, knowledge_bot):
+    """Issue 18, item 11, on a ward laptop: "CellCept" finds the mycophenolate cases, and "Add a case" is in
+    sight with a long case opened."""
+    expected = [row[0] for row in library_rows(knowledge_bot.retriever.side, "mycophenolate mofetil",
+                                               knowledge_bot.lexicon)]
+    page = pages(LAPTOP)
+    open_tab(page, "Case library")
+    table = page.locator("#library-table")
+    table.locator('[data-testid="cell-0-0"]').wait_for()
+    page.locator("#library-search textarea").fill("CellCept")
+    grid = table.locator(f'[role="grid"][aria-rowcount="{len(expected) + 1}"]')
+    grid.wait_for()
+    expect(table.locator('[data-testid="cell-0-0"]')).to_have_text(expected[0])
+    table.locator('[data-testid="cell-0-0"]').click()
+    page.locator(f'#case-view article.case[data-case="{expected[0]}"]').wait_for()
+    expect(page.locator("#add-case")).to_be_in_viewport()
+    screenshot(page, "library-1366x768")
 
 
 @SIZES

@@ -4,6 +4,7 @@ and the session exported as a Markdown and a PDF handout."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from pypdf import PdfReader
 from bot.settings import load_settings
 from bot.teaching import Teaching
 from conftest import ARTIFACTS, KNOWLEDGE
+from test_browser_citations import open_tab
 
 CASE = "ild-mmf-failure-nintedanib"
 GROUP_ANSWER = "<b>Add nintedanib</b> and keep MMF"
@@ -43,13 +45,16 @@ def choose(page: Page, dropdown: str, option: str) -> None:
     expect(page.locator(f"#{dropdown} input")).to_have_value(option)
 
 
-def download(page: Page, fmt: str) -> Path:
-    """Exports the session's handout in `fmt` and downloads it through its link, as a user does."""
+def download(page: Page, fmt: str, copy: str = "Educator's copy") -> Path:
+    """Exports the session's handout (`copy`, in `fmt`) and downloads it through its link, as a user does."""
+    page.locator("#handout-copy label").filter(has_text=copy).locator("input").check()
     page.locator("#handout-format").get_by_label(fmt, exact=True).check()
     page.locator("#handout-export").click()
-    expect(page.locator("#handout-status")).to_contain_text(f"Handout ready ({fmt})")
+    kind = "student copy" if copy == "Student copy" else "educator's copy"
+    expect(page.locator("#handout-status")).to_contain_text(f"Handout ready ({fmt}, {kind})")
     link = page.locator('#handout-file a[data-testid="download-link"]')
-    expect(link).to_have_attribute("download", f"casebot-handout.{'md' if fmt == 'Markdown' else fmt.lower()}")
+    name = "casebot-handout" + ("-student" if copy == "Student copy" else "")
+    expect(link).to_have_attribute("download", f"{name}.{'md' if fmt == 'Markdown' else fmt.lower()}")
     with page.expect_download() as done:
         link.click()
     return Path(done.value.path())
@@ -58,7 +63,7 @@ def download(page: Page, fmt: str) -> Path:
 def test_a_case_walked_to_the_reveal_a_quiz_scored_and_the_session_exported(page, teaching):
     walk = teaching.walkthrough(CASE)
     view = page.locator("#teach-walk")
-    choose(page, "teach-case", CASE)
+    choose(page, "teach-case", teaching.label(CASE))
     page.locator("#teach-start").click()
 
     # Stage by stage, with neither the title nor the id on show: both name the therapy that followed.
@@ -79,16 +84,19 @@ def test_a_case_walked_to_the_reveal_a_quiz_scored_and_the_session_exported(page
     page.locator("#teach-group-answer textarea").fill(GROUP_ANSWER)
     page.locator("#teach-reveal").click()
     reveal = view.locator(".teach-reveal")
-    expect(reveal.locator("section.teach-stage h4")).to_have_text([f"{s.heading} {CASE}" for s in walk.reveal])
+    expect(reveal.locator("section.teach-stage h4")).to_have_text([f"{s.heading} [1]" for s in walk.reveal])
+    expect(reveal.locator("h4 a.cite-num").first).to_have_attribute("title", walk.case.title)
     assert " ".join(walk.reveal[0].text.split()) in " ".join(reveal.inner_text().split())
     expect(view.locator(".teach-group-answer")).to_have_text(GROUP_ANSWER)  # typed HTML shown as text
     assert view.locator(".teach-group-answer b").count() == 0
-    expect(view.locator("h3 .cite-chip")).to_have_text(CASE)
+    expect(view.locator("h3")).to_have_text(f"[1] {walk.case.title}")
+    expect(view.locator(".source-ref").first).to_have_text(CASE)
     expect(view.locator('section.teach-stage[data-stage="Teaching points"]')).to_contain_text("Nintedanib slows")
     related = view.locator(".teach-related li")
     expect(related).to_have_count(len(walk.related))
     assert [item.get_attribute("data-case") for item in related.all()] == [r.case_id for r in walk.related]
-    assert related.locator(".cite-chip").all_inner_texts() == [r.case_id for r in walk.related]
+    assert related.locator(".source-ref").all_inner_texts() == [r.case_id for r in walk.related]
+    assert related.locator(".source-number").all_inner_texts() == [f"[{n}]" for n in range(2, len(walk.related) + 2)]
     expect(page.locator("#teach-reveal")).to_be_hidden()
 
     # The quiz: the same questions as `casebot quiz --seed 3`, scored as they are answered.
@@ -130,6 +138,16 @@ def test_a_case_walked_to_the_reveal_a_quiz_scored_and_the_session_exported(page
     printed = "\n".join(p.extract_text() for p in PdfReader(download(page, "PDF")).pages)
     assert CASE in printed and "What would you consider next?" in printed
 
+    # The students' copy: the case by its label up to the pause, the questions without the key.
+    student = download(page, "Markdown", "Student copy").read_text(encoding="utf-8")
+    assert teaching.label(CASE) in student and expected[1].question in student
+    assert all(f"- {letter}. {option}" in student for letter, option in zip("ABCD", expected[1].options))
+    assert "Answer key" not in student and "Group's choice" not in student and "Add nintedanib" not in student
+    assert not [case.id for case in teaching.cases if case.id in student]
+    assert walk.case.title not in student and " ".join(walk.reveal[0].text.split()) not in " ".join(student.split())
+    printed = "\n".join(p.extract_text() for p in PdfReader(download(page, "PDF", "Student copy")).pages)
+    assert "What would you consider next?" in printed and "Answer key" not in printed and CASE not in printed
+
 
 def test_a_random_case_is_drawn_by_organ_and_an_impossible_draw_is_explained(page):
     choose(page, "teach-organ", "kidney")
@@ -141,3 +159,46 @@ def test_a_random_case_is_drawn_by_organ_and_an_impossible_draw_is_explained(pag
     page.locator("#teach-random").click()
     expect(page.locator("#teach-status")).to_contain_text("no case in the library has both the organ 'kidney' "
                                                           "and the therapy 'nintedanib'")
+
+
+@pytest.mark.parametrize("width,height", [(1366, 768), (390, 844)])
+def test_the_teach_tab_shows_no_case_id_before_the_reveal_and_has_projector_type(browser, server, teaching,
+                                                                              width, height):
+    """Issue 18, item 7: the picker and the walk-through name cases neutrally until the reveal; item 9: a
+    projector's type."""
+    context = browser.new_context(viewport={"width": width, "height": height})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(server)
+    open_tab(page, "Teach")
+    area = page.locator("#teach-area")
+    page.locator("#teach-case input").click()
+    offered = page.get_by_role("option").all_inner_texts()
+    assert offered == [teaching.label(case.id) for case in teaching.cases]
+    ids = [case.id for case in teaching.cases]
+    page.get_by_role("option", name=teaching.label(CASE), exact=True).click()
+    page.locator("#teach-start").click()
+    for number in range(1, len(teaching.walkthrough(CASE).before) + 1):
+        expect(area.locator("section.teach-stage")).to_have_count(number)
+        if number < len(teaching.walkthrough(CASE).before):
+            page.locator("#teach-next").click()
+    expect(area.locator(".teach-pause h4")).to_have_text("What would you consider next?")
+    expect(area.locator(".teach-walk h3")).to_have_text(teaching.label(CASE))
+    shown = area.inner_html()
+    assert not [case_id for case_id in ids if case_id in shown]
+    assert teaching.walkthrough(CASE).case.title not in shown
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=ARTIFACTS / f"teach-pause-{width}x{height}.png", full_page=True)
+
+    stage = area.locator("section.teach-stage p").first
+    before = float(stage.evaluate("e => parseFloat(getComputedStyle(e).fontSize)"))
+    page.locator("#teach-projector input").check()
+    expect(area).to_have_class(re.compile(r"\bprojector\b"))
+    after = float(stage.evaluate("e => parseFloat(getComputedStyle(e).fontSize)"))
+    assert after >= 1.4 * before, (before, after)
+    page.screenshot(path=ARTIFACTS / f"teach-projector-{width}x{height}.png", full_page=True)
+
+    page.locator("#teach-reveal").click()
+    expect(area.locator(".teach-reveal")).to_be_visible()
+    assert CASE in area.inner_text()  # the reveal names the case
+    context.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ from bot.conversation import CaseBot
 from bot.lexicon import Lexicon
 from bot.pathways import Pathway, PathwayRow, markdown_table, pathway, shown_ids
 from bot.settings import load_settings
+from bot.intake import add, check
+from bot.ui_pathways import compute, failed_choices, therapy_meant
 from conftest import KNOWLEDGE, casebot_server, run_casebot, write_case
 
 LEXICON = Lexicon.load(KNOWLEDGE / "lexicon.yaml")
@@ -104,3 +107,24 @@ def test_a_large_cell_shows_a_few_markers_and_the_full_count():
     assert cited_ids(row) == ["case-0", "case-1", "case-2", "case-died"] == shown_ids(big, 3)
     assert "+37 more" in row
     assert cited_ids(markdown_table(big)) == big.case_ids()
+
+
+def test_the_pathways_tab_reads_misspellings_and_offers_a_case_added_since_the_start(library, tmp_path):
+    """Issue 18, item 10: "mycophenolte" found nothing; a case added in the browser did not bring its failed
+    therapy to the tab's list (the list is computed again at each page load)."""
+    knowledge = tmp_path / "knowledge"
+    shutil.copytree(library, knowledge)
+    settings = load_settings(db=tmp_path / "db", knowledge=knowledge)
+    bot = CaseBot(settings, log=lambda message: None)
+    assert therapy_meant(bot, "mycophenolte") == ("mycophenolate mofetil", "Read “mycophenolte” as "
+                                                  "mycophenolate mofetil.")
+    assert therapy_meant(bot, "MMF") == ("MMF", "")
+    assert compute(bot, "mycophenolte", "", "") == compute(bot, "mycophenolate mofetil", "", "")
+    assert compute(bot, "mycophenolte", "", "").rows
+    assert "cyclophosphamide" not in failed_choices(bot)
+    case = write_case(tmp_path / "new", id="c-new", organs="lung", failed="cyclophosphamide", next="rituximab",
+                      outcome="improved")
+    draft = check(case.name, case.read_bytes(), settings, bot.lexicon, set(bot.retriever.refresh().cases))
+    add(draft, settings, bot.lexicon)
+    assert "cyclophosphamide" in failed_choices(bot)
+    assert compute(bot, "cyclophosphamide", "", "").case_ids() == ["c-new"]

@@ -115,6 +115,94 @@ def test_every_answer_key_matches_its_case_file_over_many_seeds_and_every_organ(
             check_against_files(question, cases)
 
 
+SUBTYPE_WORDS = {"diffuse cutaneous SSc": "diffuse", "limited cutaneous SSc": "limited",
+                 "SSc sine scleroderma": "sine", "an SSc overlap syndrome": "overlap", "systemic sclerosis": "unknown"}
+STEM = re.compile(r"A patient with (?P<subtype>.+?)"
+                  r"(?: \((?:(?P<organs>[^;)]+) involvement)?(?:; )?(?P<antibodies>[^)]*)\))?(?:[:.]|$)")
+
+
+def described(question: Question) -> dict:
+    """What the stem says of its patient, read from the question's words alone, as front-matter fields."""
+    stem = STEM.match(question.question)
+    assert stem, question.question
+    course = re.search(r": (?:(.+?) had failed)?(?: and )?(?:(.+?) (?:followed|was given))?[.]", question.question)
+    listed = lambda text: {t for part in (text or "").split(", ") for t in part.split(" and ") if t}  # noqa: E731
+    return {"subtype": SUBTYPE_WORDS[stem["subtype"]],
+            "organs": {o.strip().replace(" ", "-") for o in (stem["organs"] or "").split(",") if o.strip()},
+            "antibodies": {a.strip() for a in (stem["antibodies"] or "").split(",") if a.strip()},
+            "failed_therapies": listed(course and course[1]),
+            "next_therapies": listed(course and course[2]) if question.kind == "outcome" else set()}
+
+
+def fits(stem: dict, case: Case) -> bool:
+    """The case is one the stem's patient could be: nothing the stem says is untrue of it."""
+    return stem["subtype"] in ("unknown", case.subtype) and all(
+        stem[field] <= set(getattr(case, field))
+        for field in ("organs", "antibodies", "failed_therapies", "next_therapies"))
+
+
+def test_a_question_has_one_right_answer_across_the_library(teaching):
+    """Every case the stem fits counts as a right answer: none of their answers is offered as a wrong one
+    (issue 18: "mycophenolate mofetil had failed" marked nintedanib wrong while another case gave it)."""
+    cases = files()
+    checked = 0
+    for seed in SEEDS:
+        for question in teaching.quiz(n=40, seed=seed):
+            if question.kind == "antibody-risk":  # its stem is one case's own sentence
+                continue
+            stem = described(question)
+            assert fits(stem, cases[question.case_id]), question.question
+            right = set()
+            for case in cases.values():
+                if fits(stem, case):
+                    right |= {"next-therapy": set(case.next_therapies), "antibody": set(case.antibodies),
+                              "outcome": {case.outcome}}[question.kind]
+            wrong = [option for option in question.options if option != question.answer]
+            assert not right & set(wrong), (question.question, question.options, question.answer)
+            checked += 1
+    assert checked > 500
+    issue = "A patient with diffuse cutaneous SSc (lung, skin involvement): mycophenolate mofetil had failed."
+    reported = [q for seed in SEEDS for q in teaching.quiz(n=200, seed=seed) if q.question.startswith(issue)]
+    assert reported and all("nintedanib" not in q.options for q in reported)
+
+
+def test_cases_are_offered_by_neutral_labels_naming_no_therapy(teaching):
+    labels = [teaching.label(case.id) for case in teaching.cases]
+    assert len(set(labels)) == len(labels)
+    therapy_words = {alias.lower() for t in LEXICON.terms if t.group == "therapies" for alias in t.aliases}
+    for number, (case, label) in enumerate(zip(teaching.cases, labels), start=1):
+        assert label.startswith(f"Case {number} — ") or label == f"Case {number}"
+        assert case.id not in label and case.title not in label
+        assert not any(mentions(label, [word]) for word in therapy_words), label
+        assert all(organ.replace("-", " ") in label for organ in case.organs)
+    lung = teaching.label(CASE)
+    assert re.fullmatch(r"Case \d+ — diffuse, lung(?: and \w+)?", lung), lung
+
+
+def test_the_student_handout_stops_at_each_pause_and_holds_no_answer_key(teaching, tmp_path):
+    questions = teaching.quiz(n=4, seed=7)
+    session = Session(walks=[WalkRecord(case_id=CASE, group_answer="nintedanib")], questions=questions,
+                      responses=[q.answer for q in questions])
+    student = teaching.handout_markdown(session, student=True)
+    educator = teaching.handout_markdown(session)
+    walk = teaching.walkthrough(CASE)
+    assert teaching.label(CASE) in student and "What would you consider next?" in student
+    assert all(squeeze(stage.text) in squeeze(student) for stage in walk.before)
+    for hidden in [*walk.reveal, *walk.teaching]:
+        assert squeeze(hidden.text) not in squeeze(student) and squeeze(hidden.text) in squeeze(educator)
+    assert CASE not in student and walk.case.title not in student and "[" not in student
+    assert "nintedanib" not in student.split("## Quiz")[0].lower()  # the answer: the group's, the title name it
+    assert "Answer key" not in student and "Group's choice" not in student
+    for question in questions:
+        assert question.question in student and question.explanation not in student
+        assert all(f"- {letter}. {option}" in student for letter, option in zip("ABCD", question.options))
+    assert "Answer key" in educator and CASE in educator
+    page = tmp_path / "student.pdf"
+    teaching.export(session, "pdf", page, student=True)
+    printed = "\n".join(p.extract_text() for p in PdfReader(page).pages)
+    assert "What would you consider next?" in printed and "Answer key" not in printed and CASE not in printed
+
+
 def test_the_same_seed_gives_the_same_quiz_and_other_seeds_other_quizzes(teaching):
     again, _ = Teaching.from_files(load_settings(knowledge=KNOWLEDGE))
     first = teaching.quiz(n=6, seed=42)

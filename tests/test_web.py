@@ -13,6 +13,7 @@ from gradio_client import Client
 from bot import embedding
 from bot.citations_view import numbering
 from bot.ui import answer_blocks, serve, sources_html
+from bot.ui_library import library_rows
 
 
 def test_page_is_served_on_loopback(server):
@@ -63,3 +64,14 @@ def test_serve_shows_the_page_at_once_and_loads_the_embedding_model_before_answe
     embedding._model.cache_clear()
     serve(knowledge_settings)
     assert steps == [("page served", True, 0), ("warmed up", 1)]  # served without blocking, then warmed
+
+
+def test_library_search_reads_brand_names_and_abbreviations_as_the_chat_does(knowledge_bot):
+    """Issue 18, item 11: "CellCept" found no case although the chat understood it."""
+    side, lexicon = knowledge_bot.retriever.side, knowledge_bot.lexicon
+    by_name = library_rows(side, "mycophenolate mofetil", lexicon)
+    assert len(by_name) >= 5
+    assert library_rows(side, "CellCept", lexicon) == by_name == library_rows(side, "MMF", lexicon)
+    lung = library_rows(side, "cellcept lung", lexicon)
+    assert lung and {row[0] for row in lung} < {row[0] for row in by_name}
+    assert library_rows(side, "src-", lexicon) and library_rows(side, "CellCept zzzz", lexicon) == []
