@@ -1,6 +1,7 @@
 """The HTTP API that `casebot serve` carries on the FastAPI server Gradio runs: OpenAI's chat API
 (`POST /v1/chat/completions`, streaming or not, and `GET /v1/models`), so that any OpenAI client or chat front end
-can use casebot as a "model", and `POST /api/ask`, returning the answer object of SPEC section 4.
+can use casebot as a "model", `POST /api/ask`, returning the answer object of SPEC section 4, and
+`POST /api/similar` (patients like mine, bot/similar.py).
 
 Like OpenAI's, the chat API keeps no state: a conversation's history comes from its messages, and an earlier
 reply's [case-id] markers are what a follow-up refers back to. Only checked text is sent: a generating backend's
@@ -29,6 +30,7 @@ from bot.cli import checked_filters
 from bot.conversation import CaseBot, Turn, clean_question
 from bot.feedback import feedback_store
 from bot.retrieval import FILTER_KEYS
+from bot.similar import PatientMatcher, Profile, SimilarResult, VignetteError
 
 MODEL_ID = "casebot"
 Model = TypeVar("Model", bound=BaseModel)
@@ -85,6 +87,13 @@ class AskRequest(BaseModel):
     filters: dict[str, str] = {}
 
 
+class SimilarRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    vignette: str
+    k: int | None = Field(None, ge=1, le=100)
+    profile: Profile | None = None  # the profile as the user corrected it; default: read from the vignette
+
+
 @dataclass
 class Question:
     text: str
@@ -126,12 +135,14 @@ class CaseBotApi:
         self.slots = threading.BoundedSemaphore(bot.settings.web_concurrency)
         self.started = int(time.time())
         self.audit = feedback_store(bot.settings)
+        self.matcher = PatientMatcher(bot.retriever, bot.lexicon, bot.settings)
 
     def routes(self) -> list[BaseRoute]:
         router = APIRouter()
         router.add_api_route("/v1/models", self.models, methods=["GET"])
         router.add_api_route("/v1/chat/completions", self.chat_completions, methods=["POST"])
         router.add_api_route("/api/ask", self.ask, methods=["POST"])
+        router.add_api_route("/api/similar", self.similar, methods=["POST"])
         return router.routes
 
     def authorize(self, request: Request) -> None:
@@ -181,6 +192,25 @@ class CaseBotApi:
         except ApiError as error:
             return error.response()
         return JSONResponse(answer.model_dump(mode="json"))
+
+    async def similar(self, request: Request):
+        """Patients like mine: the profile, the ranked matches and what followed. The vignette is neither audited
+        nor stored; one with an identifier is refused (422) with the reason."""
+        try:
+            self.authorize(request)
+            asked = parse(SimilarRequest, await request.body())
+            result = await run_in_threadpool(self.similar_to, asked)
+        except ApiError as error:
+            return error.response()
+        return JSONResponse(result.model_dump(mode="json"))
+
+    def similar_to(self, asked: SimilarRequest) -> SimilarResult:
+        self.ready.wait()
+        try:
+            with self.slots:
+                return self.matcher.find(asked.vignette, asked.k or self.bot.settings.similar_k, asked.profile)
+        except VignetteError as error:
+            raise ApiError(422, str(error), "vignette_refused", "vignette") from None
 
     def question_of(self, chat: ChatRequest) -> Question:
         """The last message is the question; earlier user messages with the assistant's reply to them are the

@@ -1,4 +1,4 @@
-"""The `casebot` command line: ingest, ask, chat, eval, serve, feedback, pathways, teach, quiz."""
+"""The `casebot` command line: ingest, ask, chat, eval, serve, feedback, pathways, teach, quiz, similar, check."""
 
 from __future__ import annotations
 
@@ -75,7 +75,18 @@ def main(argv: list[str] | None = None) -> int:
     quiz.add_argument("--json", action="store_true",
                       help='print [{"question", "options", "answer", "case_id", "explanation", "kind"}]')
 
-    for sub in (ingest, ask, chat, serve, evaluate, feedback_export, pathways, calibrate):
+    similar = commands.add_parser("similar", help="patients like mine: the cases most like a de-identified vignette, "
+                                  "and what followed (exit 2 when refused)")
+    similar.add_argument("vignette", nargs="?", help='e.g. "52F, dcSSc 3 y, anti-Scl-70+, FVC 58%% falling on MMF"')
+    similar.add_argument("--file", type=Path, metavar="PATH", help="read a longer vignette from this text file")
+    similar.add_argument("--json", action="store_true", help="print the profile, matches and what followed as JSON")
+    similar.add_argument("--k", type=positive_int, help="similar cases shown (default 5)")
+
+    check = commands.add_parser("check", help="audit the case library: front matter against its own text, "
+                                "duplicates, missing sections (exit 1 with findings)")
+    check.add_argument("--source", action="append", type=Path, help="case folder (repeatable); default: knowledge/")
+
+    for sub in (ingest, ask, chat, serve, evaluate, feedback_export, pathways, calibrate, similar):
         sub.add_argument("--db", type=Path, help="index folder (default .casebot/chroma)")
 
     args = parser.parse_args(argv)
@@ -101,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"ingest": run_ingest, "ask": run_ask, "chat": run_chat, "serve": run_serve,
                 "eval": run_eval, "feedback": run_feedback, "pathways": run_pathways, "teach": run_teach,
-                "quiz": run_quiz, "calibrate": run_calibrate}[args.command](args, settings)
+                "quiz": run_quiz, "calibrate": run_calibrate, "similar": run_similar,
+                "check": run_check}[args.command](args, settings)
     except (IndexMismatch, IndexWriteError) as error:
         print(f"casebot: {error}", file=sys.stderr)
         return 2
@@ -124,6 +136,28 @@ def run_pathways(args: argparse.Namespace, settings: Settings) -> int:
         print(f"No case in the library records {result.failed!r} as a failed therapy.")
     else:
         print(markdown_table(result))
+    return 0
+
+
+def run_similar(args: argparse.Namespace, settings: Settings) -> int:
+    """The vignette (argument or --file) through bot/similar.py; a refusal or an unusable vignette is exit 2."""
+    from bot.similar import PatientMatcher, VignetteError, markdown
+
+    if (args.vignette is None) == (args.file is None):
+        print("casebot: give the vignette as an argument or with --file PATH, not both or neither", file=sys.stderr)
+        return 2
+    try:
+        vignette = args.vignette if args.file is None else args.file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        print(f"casebot: cannot read {args.file}: {getattr(error, 'strerror', None) or error}", file=sys.stderr)
+        return 2
+    matcher = PatientMatcher.open(settings, log=lambda message: print(message, file=sys.stderr))
+    try:
+        result = matcher.find(vignette, k=args.k or settings.similar_k)
+    except VignetteError as error:
+        print(f"casebot: {error}", file=sys.stderr)
+        return 2
+    print(result.model_dump_json(indent=2) if args.json else markdown(result))
     return 0
 
 
@@ -222,6 +256,30 @@ def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
     report = index.ingest(sources, Lexicon.load(settings.lexicon_path), strict=args.strict)
     print(format_report(report))
     return 2 if report.rejected else 0
+
+
+def run_check(args: argparse.Namespace, settings: Settings) -> int:
+    """The library audit over the same sources as ingest: 0 clean, 1 findings, 2 a folder or file unusable."""
+    from bot.audit import audit
+    from bot.cases import load_cases
+    from bot.claims import ClaimReader
+    from bot.lexicon import Lexicon
+    from bot.verification import CLAIMS
+
+    sources = args.source or [settings.knowledge]
+    missing = [str(source) for source in sources if not source.exists()]
+    if missing:
+        print(f"casebot: source folder not found: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    lexicon = Lexicon.load(settings.lexicon_path)
+    cases, rejections = load_cases(sources, lexicon, settings.max_case_chars)
+    for rejection in rejections:
+        print(f"casebot: {rejection}", file=sys.stderr)
+    findings = audit(cases, ClaimReader.load(CLAIMS, lexicon))
+    for finding in findings:
+        print(finding)
+    print(f"{len(cases)} cases checked, {len(findings)} findings", file=sys.stderr)
+    return 2 if rejections else 1 if findings else 0
 
 
 def parse_filters(pairs: list[str]) -> dict[str, str]:

@@ -9,9 +9,11 @@ citations, faithfulness, refusals, latency) are defined in the README's "Evaluat
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import yaml
@@ -22,6 +24,7 @@ from bot.cases import Case
 from bot.conversation import CaseBot, QuestionError, clean_question
 from bot.lexicon import Lexicon
 from bot.retrieval import FilterError
+from bot.similar import PatientMatcher, VignetteError, markdown
 from bot.text import sentences
 
 
@@ -40,17 +43,24 @@ class Expectations(BaseModel):
 
 
 class EvalTest(Expectations):
-    """A single question, or a conversation of `turns` (then `question` is unused)."""
+    """A single question, a conversation of `turns`, or a patients-like-mine `vignette` whose expected cases
+    must be among its top `k` matches (then `question` is unused)."""
 
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     question: str = ""
     tags: list[str] = []
     turns: list[Expectations] = []
+    vignette: str = ""
+    k: int | None = Field(None, ge=1, le=50)
 
     @model_validator(mode="after")
-    def _question_or_turns(self) -> EvalTest:
-        if bool(self.question) == bool(self.turns):
-            raise ValueError("give either `question` or `turns`, not both or neither")
+    def _question_turns_or_vignette(self) -> EvalTest:
+        if sum(map(bool, (self.question, self.turns, self.vignette))) != 1:
+            raise ValueError("give one of `question`, `turns` or `vignette`")
+        if self.vignette and (self.filters or self.max_latency_ms is not None):
+            raise ValueError("`filters` and `max_latency_ms` do not apply to a `vignette` test")
+        if self.k is not None and not self.vignette:
+            raise ValueError("`k` applies to a `vignette` test only")
         return self
 
     def steps(self) -> list[Expectations]:
@@ -96,23 +106,7 @@ def load_suite(path: Path) -> Suite:
 
 def check(expected: Expectations, answer: Answer) -> list[str]:
     """Every expectation the answer misses, in words."""
-    cited = [c.case_id for c in answer.citations]
-    text = answer.answer.lower()
-    failures = []
-    for case_id in expected.expect_cases:
-        if case_id not in cited:
-            failures.append(f"expected case {case_id} not cited (cited: {', '.join(cited) or 'none'})")
-    if expected.expect_any and not set(expected.expect_any) & set(cited):
-        failures.append(f"none of {', '.join(expected.expect_any)} cited (cited: {', '.join(cited) or 'none'})")
-    for case_id in expected.forbid_cases:
-        if case_id in cited:
-            failures.append(f"forbidden case {case_id} cited")
-    for term in expected.must_include:
-        if term.lower() not in text:
-            failures.append(f"answer lacks {term!r}")
-    for term in expected.must_not_include:
-        if term.lower() in text:
-            failures.append(f"answer contains {term!r}")
+    failures = case_failures(expected, [c.case_id for c in answer.citations], answer.answer, "cited")
     if answer.refused != expected.expect_refusal:
         failures.append("answer refused" if answer.refused else "expected a refusal, got an answer")
     if expected.max_latency_ms is not None and answer.timings_ms.get("total", 0) > expected.max_latency_ms:
@@ -120,10 +114,26 @@ def check(expected: Expectations, answer: Answer) -> list[str]:
     return failures
 
 
+def case_failures(expected: Expectations, shown: list[str], text: str, where: str) -> list[str]:
+    """The expected, forbidden and required-word checks against the cases `shown` (cited, or a vignette's
+    top matches: `where` says which) and the text shown with them."""
+    listed = f"({where}: {', '.join(shown) or 'none'})"
+    failures = [f"expected case {case_id} not {where} {listed}" for case_id in expected.expect_cases
+                if case_id not in shown]
+    if expected.expect_any and not set(expected.expect_any) & set(shown):
+        failures.append(f"none of {', '.join(expected.expect_any)} {where} {listed}")
+    failures += [f"forbidden case {case_id} {where}" for case_id in expected.forbid_cases if case_id in shown]
+    failures += [f"answer lacks {term!r}" for term in expected.must_include if term.lower() not in text.lower()]
+    failures += [f"answer contains {term!r}" for term in expected.must_not_include if term.lower() in text.lower()]
+    return failures
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Running a set of suites through the bot and measuring each answer (metrics defined in README "Evaluation").
 
 RECALL_AT_K = 5  # retrieval recall is measured in the first 5 ranked cases
+VIGNETTE_TOP_K = 3  # a vignette test's expected cases must be among this many matches, unless it gives `k`
+RANKED_KEPT = 10  # ranked cases kept per turn (`retrieved`)
 WARM_UP_CONVERSATION = "casebot-eval-warm-up"
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _LETTERS = re.compile(r"[^\W\d_]{2,}")
@@ -144,8 +154,9 @@ class PlannedTest:
 class TurnResult(BaseModel):
     """One question of a test: what was expected, what came back, and its measurements."""
 
-    question: str
-    standalone_question: str
+    kind: Literal["question", "vignette"] = "question"
+    question: str  # a vignette test's vignette
+    standalone_question: str  # a vignette test's profile, as understood
     filters: dict[str, str] = {}
     expect_refusal: bool
     refused: bool
@@ -208,7 +219,8 @@ def validate(bot: CaseBot, planned: list[PlannedTest]) -> list[str]:
         for number, step in enumerate(test.steps()):
             prefix = f"turns.{number}." if test.turns else ""
             try:
-                clean_question(step.question)
+                if not test.vignette:  # a vignette is checked as the similar command checks it, when run
+                    clean_question(step.question)
             except QuestionError as error:
                 raise SuiteError(f"{item.path}: test {test.id!r} field '{prefix}question': {error}") from error
             try:
@@ -226,18 +238,26 @@ def validate(bot: CaseBot, planned: list[PlannedTest]) -> list[str]:
 
 def evaluate(bot: CaseBot, planned: list[PlannedTest],
              on_result: Callable[[TestResult], None] | None = None) -> list[TestResult]:
-    """Run each test through `CaseBot.ask` in its own conversation (named by the test id), turns in order.
+    """Run each test through `CaseBot.ask` in its own conversation (named by the test id), turns in order, and
+    each vignette test through the patients-like-mine matcher (bot/similar.py) that `casebot similar` uses.
 
-    One untimed question is asked first in a throw-away conversation, so latencies are those of a warm bot."""
-    bot.ask(planned[0].test.steps()[0].question, WARM_UP_CONVERSATION)
-    bot.forget(WARM_UP_CONVERSATION)
+    One untimed question is asked first in a throw-away conversation (and the cases' features read, with
+    vignette tests), so latencies are those of a warm bot."""
+    question = next((item.test.steps()[0].question for item in planned if not item.test.vignette), None)
+    if question:
+        bot.ask(question, WARM_UP_CONVERSATION)
+        bot.forget(WARM_UP_CONVERSATION)
+    matcher = PatientMatcher(bot.retriever, bot.lexicon, bot.settings)
+    if any(item.test.vignette for item in planned):
+        matcher.case_features()
+        bot.retriever.embedder.embed_query("warm-up")
     note = prompt(bot.settings.prompts_dir, "educational_note.md")
     results = []
     for item in planned:
         test = item.test
         bot.forget(test.id)
-        turns = []
-        for step in test.steps():
+        turns = [assess_vignette(test, matcher)] if test.vignette else []
+        for step in [] if test.vignette else test.steps():
             answer = bot.ask(step.question, conversation=test.id, filters=step.filters or None)
             turns.append(assess(step, answer, bot.retriever.cases, bot.lexicon, note))
         bot.forget(test.id)
@@ -278,6 +298,35 @@ def assess(expected: Expectations, answer: Answer, cases: dict[str, Case], lexic
         checked_sentences=len(checked),
         unfaithful_sentences=[f"{s} (not in the cited evidence: {', '.join(missing)})"
                               for s, missing in checked if missing])
+
+
+def assess_vignette(test: EvalTest, matcher: PatientMatcher) -> TurnResult:
+    """A vignette test: its expected cases among the top `k` matches (what the checks and citation recall
+    read), the first RANKED_KEPT matches as `retrieved` (retrieval recall@5 and MRR); a refused vignette
+    (an identifier, nothing usable) is its refusal."""
+    k = test.k or VIGNETTE_TOP_K
+    started = time.perf_counter()
+    try:
+        result = matcher.find(test.vignette, k=k)  # what `casebot similar --k K` shows
+    except VignetteError as error:
+        result, reason = None, str(error)
+    latency = round((time.perf_counter() - started) * 1000, 1)
+    ranked = [m.case_id for m in matcher.rank(result.profile, test.vignette, RANKED_KEPT)] if result else []
+    failures = case_failures(test, ranked[:k], markdown(result) if result else "", f"in the top {k}")
+    if result is None and not test.expect_refusal:
+        failures.append(f"vignette refused: {reason}")
+    elif result is not None and test.expect_refusal:
+        failures.append("expected the vignette to be refused, got matches")
+    groups = required_groups(test)
+    answerable = bool(groups) and not test.expect_refusal
+    return TurnResult(
+        kind="vignette", question=test.vignette, standalone_question=result.understood_as if result else "",
+        expect_refusal=test.expect_refusal, refused=result is None, expect_cases=test.expect_cases,
+        expect_any=test.expect_any, cited=ranked[:k], retrieved=ranked, failures=failures, latency_ms=latency,
+        retrieval_recall=recall(groups, ranked[:RECALL_AT_K]) if answerable else None,
+        reciprocal_rank=reciprocal_rank(set(test.expect_cases) | set(test.expect_any), ranked)
+        if answerable else None,
+        citation_recall=recall(groups, ranked[:k]) if answerable else None)
 
 
 def required_groups(expected: Expectations) -> list[set[str]]:
@@ -380,6 +429,7 @@ class TagSummary(BaseModel):
 
 def summarise(results: list[TestResult]) -> Summary:
     turns = [turn for result in results for turn in result.turns]
+    asked = [turn for turn in turns if turn.kind == "question"]  # a vignette's matches are no citations
     passed = sum(1 for result in results if result.passed)
     latencies = [turn.latency_ms for turn in turns]
     refused = [turn for turn in turns if turn.refused]
@@ -394,7 +444,7 @@ def summarise(results: list[TestResult]) -> Summary:
         mrr=_mean([t.reciprocal_rank for t in turns]),
         citation_precision=_mean([t.citation_precision for t in turns]),
         citation_recall=_mean([t.citation_recall for t in turns]),
-        citation_validity=_ratio(sum(1 for t in turns if not t.citation_problems), len(turns)),
+        citation_validity=_ratio(sum(1 for t in asked if not t.citation_problems), len(asked)),
         uncited_sentence_share=_ratio(sum(len(t.uncited_sentences) for t in turns), factual),
         faithfulness=_ratio(checked - sum(len(t.unfaithful_sentences) for t in turns), checked),
         refusal_precision=_ratio(right_refusals, len(refused)),

@@ -122,6 +122,12 @@ class Settings(BaseSettings):
         return own if own.exists() else PROJECT_ROOT / "knowledge" / "gate_calibration.yaml"
 
     @property
+    def vignette_language_path(self) -> Path:
+        """How vignettes write measures, age and sex (knowledge/vignette_language.yaml), the library's own first."""
+        own = self.knowledge / "vignette_language.yaml"
+        return own if own.exists() else PROJECT_ROOT / "knowledge" / "vignette_language.yaml"
+
+    @property
     def cases_dir(self) -> Path:
         return self.knowledge / "cases"
 

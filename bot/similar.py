@@ -13,17 +13,19 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
-from bot.cases import Case
+from bot.cases import ORGANS, Case, Subtype
 from bot.identifiers import scan
 from bot.lexicon import Lexicon, Mention, alias_regex
 from bot.pathways import Pathway, markdown_table, pathway
+from bot.index import ensure_index
 from bot.retrieval import Retriever
-from bot.settings import PROJECT_ROOT, Settings
+from bot.settings import Settings
 
 
 class VignetteError(ValueError):
@@ -31,12 +33,16 @@ class VignetteError(ValueError):
 
 
 class Measure(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     value: float | None = None  # None when the vignette gives only a band ("eGFR normal")
-    band: str
+    band: str = ""  # worked out from the value when there is one
 
 
 class Profile(BaseModel):
     """What the vignette says about the patient; every field may be corrected by the user before searching."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt field of a corrected profile is named, not ignored
 
     subtype: str | None = None
     organs: list[str] = []
@@ -99,12 +105,6 @@ class CaseFeatures:
     age: int | None
     sex: str | None
     measures: dict[str, Measure]
-
-
-def vignette_language_path(settings: Settings) -> Path:
-    """The library's own knowledge/vignette_language.yaml first, else the bundled one."""
-    own = settings.knowledge / "vignette_language.yaml"
-    return own if own.exists() else PROJECT_ROOT / "knowledge" / "vignette_language.yaml"
 
 
 def _any(patterns: list[str], template: str = r"(?:{})") -> re.Pattern[str]:
@@ -211,8 +211,15 @@ class PatientMatcher:
 
     def __init__(self, retriever: Retriever, lexicon: Lexicon, settings: Settings):
         self.retriever, self.lexicon, self.settings = retriever, lexicon, settings
-        self.language = VignetteLanguage.load(vignette_language_path(settings))
+        self.language = VignetteLanguage.load(settings.vignette_language_path)
         self._features: tuple[str, dict[str, CaseFeatures]] | None = None
+
+    @classmethod
+    def open(cls, settings: Settings, log=print) -> PatientMatcher:
+        """A matcher over the configured index (built from the knowledge folder when empty), without the answer
+        stack (gate, backend) that `casebot similar` does not need."""
+        lexicon = Lexicon.load(settings.lexicon_path)
+        return cls(Retriever(ensure_index(settings, lexicon, log), lexicon, settings), lexicon, settings)
 
     # -- vignette -> profile ------------------------------------------------------------------------------
     def check(self, vignette: str) -> None:
@@ -283,6 +290,48 @@ class PatientMatcher:
             _add(profile.failed_therapies, name)
         else:
             _add(profile.tried_therapies, name)
+
+    def corrected(self, profile: Profile) -> Profile:
+        """A profile as a user corrected it, in the library's names: aliases (MMF, ATA, dcSSc) normalised through
+        the lexicon and bands worked out from the values given. A subtype, organ or measure outside the
+        vocabulary is refused, naming the field and the value."""
+        lexicon = self.lexicon
+        subtypes = get_args(Subtype)
+        subtype = profile.subtype and (lexicon.canonical("subtypes", profile.subtype) or profile.subtype)
+        if subtype is not None and subtype not in subtypes:
+            raise VignetteError(f"profile field 'subtype': {profile.subtype!r} is not one of {', '.join(subtypes)}")
+
+        def names(field: str, group: str, closed: tuple[str, ...] = ()) -> list[str]:
+            out: list[str] = []
+            for value in getattr(profile, field):
+                name = lexicon.canonical(group, value) or value
+                if closed and name not in closed:
+                    raise VignetteError(f"profile field {field!r}: {value!r} is not one of {', '.join(closed)}")
+                _add(out, name)
+            return out
+
+        measures = {}
+        for name, measure in profile.measures.items():
+            if name not in self.language.measure_bands:
+                raise VignetteError(f"profile field 'measures': {name!r} is not one of "
+                                    f"{', '.join(self.language.measure_bands)}")
+            bands = [*self.language.measure_bands[name], *self.language.measure_word_band.values()]
+            if measure.value is None and measure.band not in bands:
+                raise VignetteError(f"profile field 'measures.{name}': band {measure.band!r} is not one of "
+                                    f"{', '.join(dict.fromkeys(bands))}")
+            band = self.language.band(name, measure.value) if measure.value is not None else measure.band
+            measures[name] = Measure(value=measure.value, band=band)
+        failed = names("failed_therapies", "therapies")
+        return profile.model_copy(update={
+            "subtype": subtype, "organs": names("organs", "organs", ORGANS),
+            "negated": names("negated", "organs", ORGANS), "antibodies": names("antibodies", "antibodies"),
+            "negative_antibodies": names("negative_antibodies", "antibodies"), "failed_therapies": failed,
+            "not_tolerated": [t for t in names("not_tolerated", "therapies") if t in failed],
+            "tried_therapies": [t for t in names("tried_therapies", "therapies") if t not in failed],
+            "measures": measures,
+            "age_band": self.language.age_band(profile.age) if profile.age is not None else profile.age_band,
+            "duration_band": (self.language.duration_band(profile.duration_years)
+                              if profile.duration_years is not None else profile.duration_band)})
 
     # -- profile -> ranked cases ----------------------------------------------------------------------------
     def case_features(self) -> dict[str, CaseFeatures]:
@@ -379,8 +428,11 @@ class PatientMatcher:
         """Scan, parse (unless a corrected profile is given), rank, and what followed in the top matches."""
         if not isinstance(vignette, str):
             raise VignetteError("The vignette must be text.")
+        if len(vignette) > self.settings.max_case_chars:  # a note longer than any case file is no vignette
+            raise VignetteError(f"The vignette is {len(vignette)} characters long; the limit is "
+                                f"{self.settings.max_case_chars} (CASEBOT_MAX_CASE_CHARS).")
         self.check(vignette)
-        profile = profile or self.parse(vignette)
+        profile = self.corrected(profile) if profile is not None else self.parse(vignette)
         if not profile.usable():
             raise VignetteError(self.language.messages["nothing_usable"])
         matches = self.rank(profile, vignette, k)

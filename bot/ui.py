@@ -71,6 +71,7 @@ a.cite-num:focus-visible::after { content: attr(title); position: absolute; left
 #pathway-table th, #pathway-table td { word-break: normal; overflow-wrap: normal; hyphens: none; }
 #pathway-table th { white-space: nowrap; }
 #pathway-table th:first-child, #pathway-table td:first-child { min-width: 10em; }
+#pathway-table td:first-child { white-space: nowrap; }  /* "cardioverter-defibrillator" broke at its hyphen */
 .answer-note { display: block; font-style: italic; color: var(--body-text-color-subdued); }
 .answer-warning { display: block; font-style: italic; color: var(--color-red-600, #b91c1c); }
 .sources { max-height: 720px; overflow-y: auto; }
@@ -79,23 +80,35 @@ a.cite-num:focus-visible::after { content: attr(title); position: absolute; left
 .sources .source-ref { font-size: .85em; color: var(--body-text-color-subdued); margin: 0 0 .3em;
   overflow-wrap: anywhere; }
 .sources section.source { scroll-margin-top: .5em; border-radius: .3em; transition: background-color .6s; }
-.sources section.source.source-shown { background: var(--color-accent-soft); }
+.sources section.source.source-shown, .cited-cases li.source-shown { background: var(--color-accent-soft); }
+.cited-cases li { scroll-margin-top: .5em; transition: background-color .6s; }
+.pathway-legend { display: flex; flex-wrap: wrap; gap: .3em 1.2em; list-style: none; margin: 0; padding: 0; }
+.pathway-legend .swatch { display: inline-block; width: .9em; height: .9em; margin-right: .35em;
+  vertical-align: -.1em; border-radius: .15em; }
+.cited-cases .source-number { font-weight: 600; color: var(--color-accent); }
+.cited-cases .source-ref, .teach-walk .source-ref { font-size: .85em; color: var(--body-text-color-subdued);
+  overflow-wrap: anywhere; }
 .sources blockquote.passage { margin: .3em 0; padding: .3em .6em; border-left: 3px solid var(--color-accent); }
 .sources mark, .case mark { background: #fde68a; color: inherit; padding: 0 .1em; }
 .sources .cite-chip { white-space: normal; overflow-wrap: anywhere; }
 .case-facts th { text-align: left; padding-right: 1em; vertical-align: top; }
+#teach-area.projector { --text-sm: 20px; --text-md: 24px; --text-lg: 28px; --text-xl: 34px; --text-xxl: 40px;
+  --block-label-text-size: 20px; --block-title-text-size: 22px; --input-text-size: 24px;
+  --button-large-text-size: 24px; --prose-text-size: 24px; }
+#teach-area.projector .prose, #teach-area.projector .teach-walk { font-size: 24px; line-height: 1.45; }
 @media (max-width: 640px) {  /* a phone: the question box stays on the first screen under the filters */
   #chat { height: calc(100vh - 470px) !important; min-height: 260px !important; }
 }
 """
-# Runs once per page. A citation number scrolls the sources panel to its case as soon as the panel shows that
-# answer's sources (the click also selects the answer, which brings them); the page itself scrolls only when
-# the case is out of sight (a phone). A new question is scrolled to the top of the chat, so its answer is read
-# from its start while it streams in below (the chat's own autoscroll is off: it showed the answer's end).
+# Runs once per page. A citation number scrolls the chat's sources panel to its case as soon as the panel shows
+# that answer's sources (the click also selects the answer, which brings them), or the Pathways and Teach tabs to
+# the case their number names; the page itself scrolls only when the case is out of sight (a phone). A new
+# question is scrolled to the top of the chat, so its answer is read from its start while it streams in below
+# (the chat's own autoscroll is off: it showed the answer's end).
 SCRIPT = """
 () => {
   document.addEventListener('click', (event) => {
-    const link = event.target.closest ? event.target.closest('#chat a.cite-num') : null;
+    const link = event.target.closest ? event.target.closest('a.cite-num') : null;
     if (!link) return;
     event.preventDefault();
     const id = link.getAttribute('href').slice(1);
@@ -103,8 +116,8 @@ SCRIPT = """
     const reveal = () => {
       const target = document.getElementById(id);
       if (!target) { if (Date.now() < until) setTimeout(reveal, 100); return; }
-      const panel = target.closest('.sources');
-      panel.scrollTop += target.getBoundingClientRect().top - panel.getBoundingClientRect().top;
+      const panel = target.closest('.sources');  // the chat's panel; the Pathways and Teach tabs have none
+      if (panel) panel.scrollTop += target.getBoundingClientRect().top - panel.getBoundingClientRect().top;
       const top = target.getBoundingClientRect().top;
       if (top < 0 || top > window.innerHeight - 60) target.scrollIntoView({block: 'start'});
       target.focus({preventScroll: true});
@@ -329,6 +342,7 @@ def build(bot: CaseBot, ready: threading.Event | None = None) -> gr.Blocks:
     # Imported here, not at the top: the tabs' modules use this module's rendering helpers.
     from bot.ui_library import build_library_tab
     from bot.ui_pathways import build_pathways_tab
+    from bot.ui_similar import build_similar_tab
     from bot.ui_teach import build_teach_tab
 
     with gr.Blocks(title="casebot: resistant SSc case review", delete_cache=(3600, 86400)) as demo:
@@ -368,6 +382,8 @@ def build(bot: CaseBot, ready: threading.Event | None = None) -> gr.Blocks:
                 build_library_tab(bot)
             with gr.Tab("Pathways", id="pathways-tab"):
                 build_pathways_tab(bot, demo)
+            with gr.Tab("Patients like mine", id="similar-tab"):
+                build_similar_tab(bot)
             with gr.Tab("Teach", id="teach-tab"):
                 build_teach_tab(bot, demo)
 
