@@ -28,10 +28,10 @@ from bot.cases import Case
 from bot.chunking import SUMMARY_SECTION
 from bot.retrieval import CaseHit, Concept, Retriever
 from bot.settings import Settings
-from bot.text import sentences
+from bot.text import sentences, tokenize
 
 FEATURES = ("similarity", "coverage", "library_coverage")
-GATE_VERSION = "logistic-v1"  # part of the cache key: a change to features or fitting refits every library
+GATE_VERSION = "logistic-v3"  # part of the cache key: a change to features or fitting refits every library
 L2 = 1.0  # ridge penalty of the fit, on standardised features
 WORDS_PER_QUESTION = 4
 
@@ -113,9 +113,10 @@ class Gate:
         best = max((hit.coverage for hit, _ in passing), default=0.0)
 
         def precedence(hit: CaseHit) -> tuple[bool, bool, float, int]:
-            """A case recording the failure the question names, then holding (nearly) all it asks, then rank."""
+            """Among the cases holding (nearly) all the question asks, one recording the failure it names, then
+            rank: a case that records "PPI failed" but not the SIBO asked about does not lead a SIBO question."""
             near_best = hit.coverage >= best - self.settings.lead_coverage_tolerance
-            return hit.records_failure, near_best, hit.coverage if not near_best else 0.0, -rank[id(hit)]
+            return near_best, hit.records_failure, hit.coverage if not near_best else 0.0, -rank[id(hit)]
 
         top = max(scored, key=lambda item: item[1], default=None)
         shown = max(passing, key=lambda item: precedence(item[0])) if passing else top
@@ -154,7 +155,7 @@ class Gate:
             model = GateModel.model_validate_json(self.cache.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
-        return model if model.key == key else None
+        return model if model.key == key and len(model.weights) == len(FEATURES) else None
 
     def _fit_and_store(self, retriever: Retriever, key: str) -> GateModel:
         model = fit(retriever, self.calibration, self.settings.gate_calibration_questions, key)
@@ -213,8 +214,8 @@ def off_topic_questions(retriever: Retriever, calibration: Calibration) -> list[
     """The bank's questions whose topic the library does not hold (a library about asthma keeps asthma)."""
     kept = []
     for item in calibration.off_topic:
-        topic = [retriever.stem(w) for phrase in item["topic"] for w in re.findall(r"\w+", str(phrase))]
-        if not all(token in retriever.side.doc_freq for token in topic):
+        topic = [token for tokens in tokenize([str(phrase) for phrase in item["topic"]]) for token in tokens]
+        if not all(token in retriever.side.doc_freq for token in topic):  # tokenised as the index is ("athlete's")
             kept.append(str(item["question"]))
     return kept
 

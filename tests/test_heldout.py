@@ -4,11 +4,14 @@ conversations that switch topic, return to an earlier case and ask something off
 Targets (SPEC section 7 and the answering-core issue): the expected case cited for at least 95% of the
 answerable turns, every off-topic turn refused (alone or mid-conversation), no refusal of a turn whose
 expected case ranks first, and the [case-id] markers of each answer matching its citations one for one.
-Measured 2026-12-02 (answering core, round two): 159 of 166 answerable turns right (95.8%; it was 150,
-90.4%), 1 of 21 off-topic turns answered (lupus nephritis; it was 3), none mid-conversation. Turns refused
-with their expected case first: 2 (it was 1). One of them is a disagreement with this set's label rather than a
-miss: "any case with IV sodium thiosulfate?" is refused because no case mentions it (bot/gate.py), while the
-set expects the nearest calcinosis case. The floors below leave one turn of slack for another machine."""
+Measured 2026-12-03 (the gate's off-topic topics tokenised as the index is, "anyone"/"actually" read as how a
+question is asked, a recorded failure leading only among cases that hold what is asked): 160 of 166 answerable
+turns right (96.4%; it was 159 on 2026-12-02 and 150 before round two), 0 of 21 off-topic turns answered (it was 1,
+lupus nephritis), none mid-conversation; first citation right for 145 of 155 single-case turns (93.5%; it was
+142). Turns refused with their expected case first: 2. One of them is a disagreement with this set's label rather
+than a miss: "any case with IV sodium thiosulfate?" is refused because no case mentions it (bot/gate.py), while the
+set expects the nearest calcinosis case. The floors below leave a turn or two of slack for another machine, except
+off-topic answers: the target is none."""
 
 from __future__ import annotations
 
@@ -53,14 +56,14 @@ def test_the_set_holds_conversations_that_switch_topic_and_go_off_topic(heldout_
     assert len(conversations) >= 15 and len(mid_refusals) >= 3
 
 
-def test_expected_cases_are_cited_for_at_least_94_percent_of_answerable_turns(heldout_run):
+def test_expected_cases_are_cited_for_at_least_95_percent_of_answerable_turns(heldout_run):
     _, results = heldout_run
     answerable = [(test, step, a) for test, step, a in results if not step.expect_refusal]
     misses = [f"{test.id}: {step.question!r} cited {cited(a)}" for test, step, a in answerable if not right(step, a)]
     rate = 1 - len(misses) / len(answerable)
     print(f"held-out: right for {len(answerable) - len(misses)}/{len(answerable)} answerable turns ({rate:.1%}); "
           f"misses: {misses}")
-    assert rate >= 0.94, misses
+    assert rate >= 0.95, misses
 
 
 def test_off_topic_turns_are_refused_mid_conversation_and_nearly_always_alone(heldout_run):
@@ -70,7 +73,7 @@ def test_off_topic_turns_are_refused_mid_conversation_and_nearly_always_alone(he
     mid_conversation = [f"{test.id}: {step.question!r}" for test, step, a in results
                         if step.expect_refusal and not a.refused and len(test.turns) >= 2]
     assert mid_conversation == []
-    assert len(answered) <= 1, answered
+    assert answered == []
 
 
 def test_turns_are_hardly_ever_refused_when_their_expected_case_ranks_first(heldout_run):

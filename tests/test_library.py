@@ -26,6 +26,7 @@ FIELDS = ["id", "title", "subtype", "organs", "antibodies", "failed_therapies", 
 EVAL_FILES = sorted((PROJECT_ROOT / "evals").glob("*.yaml"))
 SUITES = [load_suite(path) for path in EVAL_FILES]
 TESTS = [test for suite in SUITES for test in suite.tests]
+QUESTION_TESTS = [test for test in TESTS if not test.vignette]  # vignettes go through `casebot similar` (test_similar)
 
 
 def front_matter(path: Path) -> dict:
@@ -80,7 +81,7 @@ def test_library_covers_every_resistant_ssc_problem():
 
 
 def test_eval_set_is_big_enough_and_expects_every_case():
-    assert len(TESTS) >= 200
+    assert len(QUESTION_TESTS) >= 200
     assert sum(1 for t in TESTS for s in t.steps() if s.expect_refusal) >= 30
     assert sum(1 for t in TESTS if len(t.turns) >= 2) >= 40
     assert sum(1 for t in TESTS if t.filters or any(s.filters for s in t.turns)) >= 3
@@ -90,16 +91,16 @@ def test_eval_set_is_big_enough_and_expects_every_case():
 
 
 # The eval set is written to be harder than the system (evals/clinician-phrasing.yaml, conversations.yaml):
-# measured 2026-12-02 at 280 of 294 tests (about 360 of 371 answerable turns right, 1 off-topic turn answered:
-# vpkg-refuse-atrial-septostomy); it was 260 of 286 before the answering-core round two. The floor leaves two
-# tests of slack for another machine's floating point; raise it as the misses are fixed.
-MIN_PASSING_TESTS = 0.945
+# measured 2026-12-03 at 283 of 294 question tests, 1 off-topic turn answered (vpkg-refuse-atrial-septostomy);
+# it was 280 on 2026-12-02 and 260 of 286 before the answering-core round two. The floor leaves two tests of
+# slack for another machine's floating point; raise it as the misses are fixed.
+MIN_PASSING_TESTS = 0.955
 MAX_OFF_TOPIC_ANSWERED = 1
 
 
 def test_the_eval_set_passes_through_chat_jsonl_at_its_measured_floor(knowledge_settings, knowledge_bot):
     """Each test is one conversation, named after the test; the CLI answers it as a clinician would see it."""
-    steps = [(test.id, step) for test in TESTS for step in test.steps()]
+    steps = [(test.id, step) for test in QUESTION_TESTS for step in test.steps()]
     lines = [json.dumps({"question": step.question, "conversation": test_id, "filters": step.filters})
              for test_id, step in steps]
     result = run_casebot("chat", "--jsonl", "--db", str(knowledge_settings.db), stdin="\n".join(lines) + "\n")
@@ -114,6 +115,6 @@ def test_the_eval_set_passes_through_chat_jsonl_at_its_measured_floor(knowledge_
         if step.expect_refusal and not answer.refused:
             off_topic_answered.append(f"{test_id}: {step.question!r}")
     failed = {test_id: problems for test_id, problems in failures.items() if problems}
-    print(f"{len(TESTS) - len(failed)} of {len(TESTS)} eval tests pass; failing: {failed}")
-    assert (len(TESTS) - len(failed)) / len(TESTS) >= MIN_PASSING_TESTS, failed
+    print(f"{len(QUESTION_TESTS) - len(failed)} of {len(QUESTION_TESTS)} eval tests pass; failing: {failed}")
+    assert (len(QUESTION_TESTS) - len(failed)) / len(QUESTION_TESTS) >= MIN_PASSING_TESTS, failed
     assert len(off_topic_answered) <= MAX_OFF_TOPIC_ANSWERED, off_topic_answered
