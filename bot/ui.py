@@ -67,11 +67,14 @@ a.cite-num:focus-visible::after { content: attr(title); position: absolute; left
 #chat th, #chat td { word-break: normal; overflow-wrap: normal; hyphens: none; }
 #chat th { white-space: nowrap; }
 #chat td:first-child { min-width: 8em; }
-#pathway-table table { display: block; max-width: 100%; overflow-x: auto; font-size: .85em; }
-#pathway-table th, #pathway-table td { word-break: normal; overflow-wrap: normal; hyphens: none; }
-#pathway-table th { white-space: nowrap; }
-#pathway-table th:first-child, #pathway-table td:first-child { min-width: 10em; }
-#pathway-table td:first-child { white-space: nowrap; }  /* "cardioverter-defibrillator" broke at its hyphen */
+#pathway-table table, #similar-results table { display: block; max-width: 100%; overflow-x: auto; font-size: .85em; }
+#pathway-table th, #pathway-table td, #similar-results th, #similar-results td {
+  word-break: normal; overflow-wrap: normal; hyphens: none; }
+#pathway-table th, #similar-results th { white-space: nowrap; }
+#pathway-table th:first-child, #pathway-table td:first-child, #similar-results th:first-child,
+#similar-results td:first-child { min-width: 10em; }
+#pathway-table td:first-child, #similar-results td:first-child { white-space: nowrap; }  /* "cardioverter-defibrillator" broke at its hyphen */
+#similar-results td .cite-chip { white-space: nowrap; }
 .answer-note { display: block; font-style: italic; color: var(--body-text-color-subdued); }
 .answer-warning { display: block; font-style: italic; color: var(--color-red-600, #b91c1c); }
 .sources { max-height: 720px; overflow-y: auto; }

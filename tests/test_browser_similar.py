@@ -10,6 +10,7 @@ from playwright.sync_api import Page, expect
 from bot.feedback import FeedbackStore, feedback_path
 from conftest import casebot_server
 from test_browser import assert_whole_case, open_app, screenshot
+from test_browser_citations import BROKEN_WORDS
 
 VIGNETTE = "52F, dcSSc 3 y, anti-Scl-70+, NSIP, FVC 58% falling 8% in a year on MMF 3 g, mRSS 22, no PH on RHC"
 WAIT = 60_000  # ms: a ranking waits its turn on a machine shared with other tests
@@ -70,6 +71,7 @@ def test_paste_correct_the_profile_see_the_reasons_and_open_a_case(page, knowled
     expect(page.locator('#similar-cases [role="grid"]')).to_have_attribute("aria-rowcount", "6", timeout=WAIT)
     assert set(ranked(page)) & CYC_CASES, ranked(page)
     expect(cell(page, 0, 4)).to_contain_text("failed cyclophosphamide")  # why it matched
+    assert results.locator("table").first.evaluate(BROKEN_WORDS) == []  # the table scrolls; no word broken inside
     screenshot(page, "similar-ranked")
 
     case_id = ranked(page, 1)[0]
