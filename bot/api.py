@@ -31,6 +31,7 @@ from bot.conversation import CaseBot, Turn, clean_question
 from bot.feedback import feedback_store
 from bot.retrieval import FILTER_KEYS
 from bot.similar import PatientMatcher, Profile, SimilarResult, VignetteError
+from bot.web.render import sources_markdown
 
 MODEL_ID = "casebot"
 Model = TypeVar("Model", bound=BaseModel)
@@ -117,10 +118,7 @@ def reply_text(answer: Answer) -> str:
     lines = [f"_Understood as: {answer.understood_as}_", ""] if answer.understood_as else []
     lines.append(answer.answer)
     if answer.citations:
-        lines += ["", "**Sources**", ""]
-        for citation in answer.citations:
-            lines.append(f"- **[{citation.case_id}]** {citation.title} ({citation.source})")
-            lines.extend(f"  > {passage}" for passage in citation.passages)
+        lines += ["", "**Sources**", "", *sources_markdown(answer.citations)]
     return "\n".join(lines)
 
 

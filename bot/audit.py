@@ -4,20 +4,22 @@ A case whose front matter contradicts its own narrative would make the answer ch
 (the front matter outranks passage sentences there), so the library is checked before it is trusted: a
 therapy recorded as failed that the text says worked, a therapy both failed and next, a therapy recorded as
 given that the text says was not, an outcome the Outcome section contradicts, an organ listed but never
-described, a missing section, a duplicated or near-duplicated case. Each finding names the file, the field
-and the sentence.
+described, a missing section, a duplicated or near-duplicated case, keyword-stuffed text. Each finding names the
+file, the field and the sentence.
 """
 
 from __future__ import annotations
 
+import math
 import re
+from collections import Counter
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 
 from bot.cases import Case
 from bot.claims import ClaimReader, FrontMatter
-from bot.text import sentences
+from bot.text import sentences, stem, tokenize
 
 SECTIONS = ("Presentation", "Prior treatment", "Resistance", "Next therapy", "Outcome", "Teaching points")
 # Teaching points speak of SSc in general ("rituximab can work"), not of this patient's course.
@@ -26,6 +28,17 @@ GENERAL = "Teaching points"
 # alike pair in the shipped library (two renal-crisis vignettes) shares 9%, in the heldout library 8%.
 NEAR_DUPLICATE = 0.5
 _SHINGLE = 5
+# Keyword stuffing: words (as the index stems them, stop words dropped) repeated far beyond what any case report
+# does. Distinct words grow about as the square root of the text's length: for n words a shipped case holds at least
+# 7.1 x sqrt(n) distinct ones, a heldout case 7.8 x sqrt(n), the whole shipped library read as one text 16 x sqrt(n),
+# a 10,000-word case of the lexicon's terms repeated 1.7 x sqrt(n). Below 4 x sqrt(n), in a text of at least
+# STUFFING_MIN_WORDS, is stuffing.
+STUFFING_DISTINCT = 4.0
+STUFFING_MIN_WORDS = 200
+# One word above this share of a text, and more often than STUFFING_WORD_COUNT, is stuffing too: the most repeated
+# word of a shipped or heldout case is at most 7% of its text and 14 occurrences.
+STUFFING_WORD_SHARE = 0.15
+STUFFING_WORD_COUNT = 50
 
 
 @dataclass(frozen=True)
@@ -56,7 +69,40 @@ def audit(cases: list[Case], reader: ClaimReader) -> list[Finding]:
     for case in cases:
         if has_front_matter(case):
             findings += audit_case(case, reader)
+        problem = stuffing(case.body)
+        if problem:
+            findings.append(Finding(case.path, "body", problem))
     return findings + duplicates(cases)
+
+
+def stuffing(text: str) -> str | None:
+    """Why `text` reads as keyword stuffing rather than a case report, naming the words repeated; else None.
+
+    Retrieval keeps a stuffed case's words out of its word statistics (bot/index.py), yet the case is still
+    noise in the library, so the web app's "Add a case" refuses it and ingest and `casebot check` name it."""
+    return stuffed(tokenize([text])[0], text)
+
+
+def stuffed(words: list[str], text: str = "") -> str | None:
+    """`stuffing` over words as the index tokenises them; `text`, when given, spells the words named."""
+    counts = Counter(words)
+    if not counts:
+        return None
+    common = counts.most_common(3)
+    most, distinct, floor = common[0][1], len(counts), STUFFING_DISTINCT * math.sqrt(len(words))
+    few_words = len(words) >= STUFFING_MIN_WORDS and distinct < floor
+    one_word = most > STUFFING_WORD_COUNT and most > STUFFING_WORD_SHARE * len(words)
+    if not (few_words or one_word):
+        return None
+    wanted = dict(common)
+    surface = {stem(w): w for w in reversed(re.findall(r"\w+", text.lower())) if stem(w) in wanted}
+    named = [(surface.get(word, word), n) for word, n in common]
+    if few_words:
+        top = ", ".join(f"'{word}' {n} times" for word, n in named)
+        return (f"keyword stuffing: {len(words):,} words but only {distinct:,} distinct ({top}); a case report of "
+                f"that length has at least {math.ceil(floor):,}")
+    return (f"keyword stuffing: '{named[0][0]}' is {most:,} of its {len(words):,} words ({most / len(words):.0%}); "
+            "no case report repeats one word that often")
 
 
 def audit_case(case: Case, reader: ClaimReader) -> list[Finding]:

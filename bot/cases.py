@@ -6,7 +6,9 @@ A file that cannot be used becomes a Rejection naming the file and the reason; t
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,19 +96,62 @@ class Rejection:
     reason: str
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.reason}"
+        return f"{shown(self.path)}: {self.reason}"
 
 
-def case_files(sources: Iterable[Path]) -> list[Path]:
-    """Case files under the source folders (a `cases/` subfolder is used when present), sorted."""
-    files: list[Path] = []
+def shown(path: str | Path) -> str:
+    """A path as a report line shows it: control characters escaped, so a file name holding a newline cannot
+    start a line of its own (a forged "rejected ..." or "check ..." line)."""
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\x{ord(m.group()):02x}", str(path))
+
+
+def case_files(sources: Iterable[Path]) -> tuple[list[Path], list[Rejection]]:
+    """Case files under the source folders (a `cases/` subfolder is used when present), sorted, and a Rejection
+    naming each entry with a case suffix that cannot be read as one: a symbolic link leading outside its folder
+    (a link to /etc/passwd must not be served), a link loop, a FIFO or device; and each folder that cannot be
+    listed. Links to folders are not followed."""
+    files: set[Path] = set()
+    refused: list[Rejection] = []
     for source in sources:
         root = source / "cases" if (source / "cases").is_dir() else source
         if root.is_file():
-            files.append(root)
+            files.add(root)
             continue
-        files.extend(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
-    return sorted(set(files))
+
+        def unreadable(error: OSError) -> None:
+            refused.append(Rejection(Path(error.filename), f"cannot read folder ({error.strerror or error})"))
+
+        inside = root.resolve()
+        for folder, _, names in os.walk(root, onerror=unreadable):
+            for name in names:
+                path = Path(folder) / name
+                if path.suffix.lower() not in SUFFIXES:
+                    continue
+                problem = _not_a_case_file(path, inside)
+                if problem:
+                    refused.append(Rejection(path, problem))
+                else:
+                    files.add(path)
+    return sorted(files), refused
+
+
+def _not_a_case_file(path: Path, inside: Path) -> str | None:
+    """Why the entry at `path` is not a regular case file within `inside`, or None."""
+    if path.is_symlink():
+        try:
+            target = path.resolve(strict=True)
+        except (OSError, RuntimeError) as error:  # a loop raises RuntimeError before Python 3.13, OSError after
+            return f"broken or looping symbolic link ({getattr(error, 'strerror', None) or error})"
+        if not target.is_relative_to(inside):
+            return f"symbolic link to {shown(target)}, outside {shown(inside)}; copy the file into the folder instead"
+    try:
+        mode = path.stat().st_mode
+    except OSError as error:
+        return f"cannot read file ({error.strerror or error})"
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a folder" if stat.S_ISDIR(mode) else "a device or socket"
+        return f"{kind}, not a regular file"
+    return None
 
 
 def same_file(a: str | Path, b: str | Path) -> bool:
@@ -126,8 +171,8 @@ def load_cases(sources: Iterable[Path], lexicon: Lexicon, max_chars: int | None 
     the first in name order; a newcomer can never take over a case by sorting first."""
     owners = owners or {}
     loaded: list[Case] = []
-    rejections: list[Rejection] = []
-    for path in case_files(sources):
+    paths, rejections = case_files(sources)
+    for path in paths:
         try:
             loaded.append(load_case(path, lexicon, max_chars))
         except CaseError as error:
@@ -138,7 +183,8 @@ def load_cases(sources: Iterable[Path], lexicon: Lexicon, max_chars: int | None 
         if held is None or (owner and same_file(owner, case.path) and not same_file(owner, held.path)):
             keeper[case.id] = case
     cases = [case for case in loaded if keeper[case.id] is case]
-    rejections += [Rejection(Path(case.path), f"duplicate id {case.id!r}, already used by {keeper[case.id].path}")
+    rejections += [Rejection(Path(case.path), f"duplicate id {case.id!r}, already used by "
+                                              f"{shown(keeper[case.id].path)}")
                    for case in loaded if keeper[case.id] is not case]
     return cases, sorted(rejections, key=lambda r: r.path)
 

@@ -63,7 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     teach.add_argument("case_id", metavar="CASE_ID")
     teach.add_argument("--format", choices=("md", "html", "pdf"), default="md",
                        help="md is printed unless --output is given; html and pdf are written to a file")
-    teach.add_argument("--output", type=Path, metavar="FILE", help="default: casebot-handout-CASE_ID.FORMAT")
+    teach.add_argument("--output", type=Path, metavar="FILE",
+                       help="default: casebot-handout-CASE_ID.FORMAT (casebot-handout-CASE_ID-student.FORMAT)")
+    teach.add_argument("--student", action="store_true",
+                       help="the student copy: the case up to its pause and the questions, without the answer key")
 
     calibrate = commands.add_parser("calibrate", help="fit the relevance gate on the library and show the fit")
     calibrate.add_argument("--show", action="store_true", help="also print each calibration question's score")
@@ -162,7 +165,8 @@ def run_similar(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_teach(args: argparse.Namespace, settings: Settings) -> int:
-    """The case's handout (walk-through, its quiz questions and answer key) from the case files."""
+    """The case's handout (walk-through, its quiz questions and answer key) from the case files; with --student
+    the copy to hand out before the session, which stops at the pause and holds no answer."""
     from bot.teaching import HandoutError, Session, TeachingError, WalkRecord
 
     try:
@@ -170,10 +174,11 @@ def run_teach(args: argparse.Namespace, settings: Settings) -> int:
         session = Session(walks=[WalkRecord(case_id=teaching.case(args.case_id).id)],
                           questions=teaching.case_questions(args.case_id))
         if args.format == "md" and args.output is None:
-            print(teaching.handout_markdown(session), end="")
+            print(teaching.handout_markdown(session, student=args.student), end="")
             return 0
-        out = args.output or Path(f"casebot-handout-{args.case_id}.{args.format}")
-        teaching.export(session, args.format, out)
+        copy = "-student" if args.student else ""
+        out = args.output or Path(f"casebot-handout-{args.case_id}{copy}.{args.format}")
+        teaching.export(session, args.format, out, student=args.student)
     except (TeachingError, HandoutError) as error:
         print(f"casebot: {error}", file=sys.stderr)
         return 2
@@ -419,7 +424,7 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     from bot.feedback import feedback_store
-    from bot.ui import serve
+    from bot.web.app import serve
 
     try:
         settings.credentials  # a malformed CASEBOT_AUTH stops here, before the model loads

@@ -2,14 +2,15 @@
 
 A question naming a therapy, organ, antibody or condition of the lexicon that no case of the library mentions
 is refused outright: "pirfenidone in SSc-ILD?" must not be answered from a nintedanib case. Otherwise a
-question is answered from a case when a small logistic model over three signals says the case bears on it:
+question is answered from a case when a small logistic model over four signals says the case bears on it:
 the best cosine similarity between the question and the case's chunks, the share (IDF-weighted) of the
-question's concepts the case holds, and the share the library holds anywhere (low for "the capital of
-France", whichever case it is compared with). Fixed thresholds tuned on one library misfire on another, so
-the model is fitted on each library itself: positives are questions written from its own cases by the
-templates of knowledge/gate_calibration.yaml, negatives the off-topic bank there minus the questions whose
-topic the library holds. The fit is cached beside the side index, keyed by the library's version, and
-refitted when the library changes. `casebot calibrate` prints it.
+question's concepts the case holds, the share the library holds anywhere (low for "the capital of France",
+whichever case it is compared with), and similarity x coverage (a case must be both near in meaning and hold
+the words). Fixed thresholds tuned on one library misfire on another, so the model is fitted on each library
+itself: positives are questions written from its own cases by the templates of knowledge/gate_calibration.yaml,
+half of them with an everyday word of the library their case does not use (as real questions have), negatives
+the off-topic bank there minus the questions whose topic the library holds. The fit is cached beside the side
+index, keyed by the library's version, and refitted when the library changes. `casebot calibrate` prints it.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from bot.retrieval import CaseHit, Concept, Retriever
 from bot.settings import Settings
 from bot.text import sentences, tokenize
 
-FEATURES = ("similarity", "coverage", "library_coverage")
-GATE_VERSION = "logistic-v3"  # part of the cache key: a change to features or fitting refits every library
+FEATURES = ("similarity", "coverage", "library_coverage", "support")
+GATE_VERSION = "logistic-v4"  # part of the cache key: a change to features or fitting refits every library
 L2 = 1.0  # ridge penalty of the fit, on standardised features
 WORDS_PER_QUESTION = 4
 
@@ -65,11 +66,22 @@ class GateModel(BaseModel):
 
 
 def features(hit: CaseHit, library_coverage: float) -> np.ndarray:
-    return np.array([hit.similarity, hit.coverage, library_coverage])
+    """`support` (similarity x coverage) is high only when the case is both near in meaning and holds the
+    question's words: "Who won the 2018 World Cup?" finds a case holding "world" and "cup" but nothing near."""
+    return np.array([hit.similarity, hit.coverage, library_coverage, hit.similarity * hit.coverage])
+
+
+class Padding(BaseModel):
+    """How many calibration questions carry words of their own, and how many (see `_padding_words`)."""
+
+    share: float
+    words: list[int]
+    chunk_share: tuple[float, float]  # an everyday word of the library is in this share of its chunks
 
 
 class Calibration(BaseModel):
     templates: dict[str, list[str]]
+    padding: Padding
     off_topic: list[dict[str, object]]
 
     @classmethod
@@ -176,11 +188,42 @@ def example_questions(retriever: Retriever, calibration: Calibration, limit: int
     per_case = 6
     if len(cases) * per_case > limit:
         cases = random.Random(0).sample(cases, max(1, limit // per_case))
+    pool = _common_words(retriever, calibration.padding.chunk_share)
     out = []
     for case in cases:
-        rng = random.Random(case.id)
-        out += [(q, case.id) for q in _questions_of(case, retriever, calibration.templates, rng)]
+        rng, padding = random.Random(case.id), random.Random(f"padding:{case.id}")
+        for question in _questions_of(case, retriever, calibration.templates, rng):
+            if pool and padding.random() < calibration.padding.share:
+                question = _padded(question, case, pool, retriever, padding.choice(calibration.padding.words),
+                                   padding)
+            out.append((question, case.id))
     return out[:limit] if len(out) > limit else out
+
+
+def _common_words(retriever: Retriever, chunk_share: tuple[float, float]) -> list[str]:
+    """The library's everyday words (in 1-10% of its chunks: "mechanism", "treated", "function"), one surface
+    form each: what a real question adds around the rare words of its case."""
+    freq = retriever.side.doc_freq
+    if not freq:
+        return []
+    low, high = (share * len(retriever.side.chunk_ids) for share in chunk_share)
+    words: dict[str, str] = {}
+    for case_id in sorted(retriever.cases):
+        for meta in retriever.side.case_passages(case_id):
+            for word in re.findall(r"[A-Za-z]{4,}", meta["text"]):
+                token = retriever.stem(word)
+                if low <= freq.get(token, 0) <= high and word.lower() not in retriever.lexicon.filler:
+                    words.setdefault(token, word.lower())
+    return sorted(words.values())
+
+
+def _padded(question: str, case: Case, pool: list[str], retriever: Retriever, n: int, rng: random.Random) -> str:
+    """The question with `n` everyday words of the library that the case itself does not use: real questions
+    ("What is the mechanism of action of lanifibranor?") hold the case's rare word and words it lacks, so a gate
+    calibrated only on questions the case covers entirely refuses them."""
+    held = retriever.side.case_tokens.get(case.id, set())
+    foreign = [w for w in rng.sample(pool, min(len(pool), 20 * n)) if retriever.stem(w) not in held][:n]
+    return f"{question.rstrip('?.')} {' '.join(foreign)}?" if foreign else question
 
 
 def _questions_of(case: Case, retriever: Retriever, templates: dict[str, list[str]], rng: random.Random) -> list[str]:
@@ -224,7 +267,7 @@ def _best(retriever: Retriever, question: str) -> np.ndarray:
     hits = retriever.search(question)
     known = retriever.library_coverage(retriever.concepts(question))
     if not hits:
-        return np.array([0.0, 0.0, known])
+        return np.array([0.0, 0.0, known, 0.0])
     best = max(hits, key=lambda h: h.coverage + h.similarity)
     return features(best, known)
 
@@ -235,7 +278,7 @@ def fit(retriever: Retriever, calibration: Calibration, limit: int, key: str) ->
     positives = [_best(retriever, q) for q, _ in example_questions(retriever, calibration, limit)]
     negatives = [_best(retriever, q) for q in off_topic_questions(retriever, calibration)]
     if not positives or not negatives:
-        return GateModel(key=key, weights=[1.0, 1.0, 1.0], bias=0.0, threshold=float("-inf"), positives=len(positives),
+        return GateModel(key=key, weights=[1.0] * len(FEATURES), bias=0.0, threshold=float("-inf"), positives=len(positives),
                          negatives=len(negatives), false_refusals=0, false_answers=0, margin=0.0)
     x = np.vstack(positives + negatives)
     y = np.array([1.0] * len(positives) + [0.0] * len(negatives))

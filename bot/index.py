@@ -28,7 +28,8 @@ from chromadb.config import Settings as ChromaSettings
 from langchain_core.documents import Document
 from tqdm import tqdm
 
-from bot.cases import Case, Rejection, load_cases, same_file
+from bot.audit import stuffed, stuffing
+from bot.cases import Case, Rejection, load_cases, same_file, shown
 from bot.chunking import chunk_case, chunker_signature
 from bot.embedding import DIMENSIONS, MiniLMEmbeddings, model_name
 from bot.identifiers import scan_case
@@ -39,6 +40,8 @@ from bot.text import TOKENIZER_VERSION, tokenize
 # Chunks per call to the model: it sorts a call's texts by length and pads each batch to its longest, so
 # larger calls pad less (on this CPU, calls of 256 chunks ran ~10% slower than one call of 3,072).
 EMBED_SLICE = 1024
+# Followed case by case (the web app's first start), calls are smaller so that its progress bar moves: ~10% slower.
+PROGRESS_SLICE = 128
 # The collection's version stamp while an ingest is writing: readers keep what they have until it is done.
 INGESTING = "ingesting-"
 
@@ -59,6 +62,7 @@ class IngestReport:
     removed: list[str] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     identifiers: list[str] = field(default_factory=list)  # "path: line N: possible <kind> '<text>'"
+    stuffing: list[str] = field(default_factory=list)  # "path: keyword stuffing: ..." (bot/audit.py)
     chunks_embedded: int = 0
     completed: bool = False  # an earlier ingest had been cut short (killed, disk full) and this one finished it
 
@@ -179,22 +183,24 @@ class CaseIndex:
         return dict(cases)
 
     def ingest(self, sources: list[Path], lexicon: Lexicon, progress: bool | None = None,
-               strict: bool = False, prune: bool = True) -> IngestReport:
+               strict: bool = False, prune: bool = True,
+               on_case: Callable[[int, int], None] | None = None) -> IngestReport:
         """Bring the index in line with the case files under `sources`, embedding only what changed.
 
         Likely patient identifiers are reported with file and line; with `strict` their files are refused.
-        Without `prune`, cases indexed from elsewhere are kept (adding one file must not remove the rest)."""
+        Without `prune`, cases indexed from elsewhere are kept (adding one file must not remove the rest).
+        `on_case(done, total)` follows the embedding case by case (the web app's progress bar)."""
         with self.lock():
             progress = sys.stderr.isatty() if progress is None else progress
-            return self._ingest(sources, lexicon, progress, strict, prune)
+            return self._ingest(sources, lexicon, progress, strict, prune, on_case)
 
     def _ingest(self, sources: list[Path], lexicon: Lexicon, progress: bool, strict: bool,
-                prune: bool) -> IngestReport:
+                prune: bool, on_case: Callable[[int, int], None] | None) -> IngestReport:
         stored = self._stored()
         cases, rejections = load_cases(sources, lexicon, self.settings.max_case_chars,
                                        owners={cid: entry["path"] for cid, entry in stored.items()})
         report = IngestReport(rejected=rejections)
-        cases = self._keep_owners(cases, stored, report, prune)
+        cases = self._keep_owners(cases, stored, report, prune, sources)
         cases = self._screen_identifiers(cases, report, strict)
         to_embed: list[Case] = []
         for case in cases:
@@ -207,6 +213,7 @@ class CaseIndex:
                 to_embed.append(case)
             else:
                 report.unchanged.append(case.id)
+        report.stuffing = [f"{shown(case.path)}: {problem}" for case in to_embed if (problem := stuffing(case.body))]
         current = {case.id for case in cases}
         kept_paths = {str(r.path) for r in rejections}  # a file that became invalid keeps its last good chunks
         report.removed = sorted(cid for cid, entry in stored.items()
@@ -220,21 +227,29 @@ class CaseIndex:
                  for chunk in stored[cid]["ids"]]
         for start in range(0, len(stale), self.max_batch):
             self.collection.delete(ids=stale[start : start + self.max_batch])
-        report.chunks_embedded = self._embed_and_store(to_embed, progress)
+        report.chunks_embedded = self._embed_and_store(to_embed, progress, on_case)
         self._stamp(uuid.uuid4().hex)
         SideIndex.rebuild(self)
         return report
 
     @staticmethod
-    def _keep_owners(cases: list[Case], stored: dict[str, dict], report: IngestReport, prune: bool) -> list[Case]:
+    def _keep_owners(cases: list[Case], stored: dict[str, dict], report: IngestReport, prune: bool,
+                     sources: list[Path]) -> list[Case]:
         """A case already indexed keeps its id: a file from elsewhere claiming it is rejected by name. It may take
-        the id over only as the same case renamed or moved, when a full ingest finds the old file gone."""
+        the id over only as the same case renamed or moved, when a full ingest finds the old file gone or outside
+        the folders it reads (that ingest removes the old one: rejecting both would leave neither)."""
+        roots = [Path(source).resolve() for source in sources]
+
+        def read_now(owner: str) -> bool:
+            path = Path(owner).resolve()
+            return path.exists() and any(path == root or root in path.parents for root in roots)
+
         kept = []
         for case in cases:
             owner = stored.get(case.id, {}).get("path")
-            if owner and not same_file(owner, case.path) and (not prune or Path(owner).exists()):
+            if owner and not same_file(owner, case.path) and (not prune or read_now(owner)):
                 report.rejected.append(Rejection(Path(case.path), f"duplicate id {case.id!r}, already used by "
-                                                                  f"{owner} (in the index)"))
+                                                                  f"{shown(owner)} (in the index)"))
             else:
                 kept.append(case)
         return kept
@@ -245,7 +260,7 @@ class CaseIndex:
         for case in cases:
             path = Path(case.path)
             findings = scan_case(case)
-            report.identifiers.extend(f"{path}: {finding}" for finding in findings)
+            report.identifiers.extend(f"{shown(path)}: {finding}" for finding in findings)
             if strict and findings:
                 report.rejected.append(Rejection(path, "possible patient identifiers (--strict): "
                                                        + "; ".join(str(f) for f in findings)))
@@ -253,7 +268,7 @@ class CaseIndex:
                 kept.append(case)
         return kept
 
-    def _embed_and_store(self, cases: list[Case], progress: bool) -> int:
+    def _embed_and_store(self, cases: list[Case], progress: bool, on_case: Callable[[int, int], None] | None) -> int:
         """Chunk, embed and store a slice at a time, so memory holds one slice of chunks, not the library.
 
         Storing runs in line: Chroma's insert holds the interpreter lock and the model keeps both cores busy, so
@@ -277,14 +292,21 @@ class CaseIndex:
                 stored += len(part)
             pending.clear()
 
-        for case in cases:
+        size = EMBED_SLICE if on_case is None else PROGRESS_SLICE
+        if on_case:
+            on_case(0, len(cases))
+        for done, case in enumerate(cases, start=1):
             pending.extend(chunk_case(case, self.settings.chunk_size, self.settings.chunk_overlap))
-            if len(pending) >= EMBED_SLICE:
+            if len(pending) >= size:
                 flush()
+                if on_case:
+                    on_case(done, len(cases))  # every case so far is stored
             bar.update(1)
             bar.set_postfix(chunks=stored + len(pending))
         if pending:
             flush()
+        if on_case:
+            on_case(len(cases), len(cases))
         bar.close()
         return stored
 
@@ -313,6 +335,7 @@ class SideIndex:
     vectors: np.ndarray
     doc_freq: dict[str, int]
     case_tokens: dict[str, set[str]]
+    stuffed_cases: set[str]  # cases whose text is keyword stuffing (bot/audit.py): their words count for nothing
     _by_failed: dict[str, list[Case]] | None = field(default=None, repr=False, compare=False)
 
     @cached_property
@@ -418,25 +441,35 @@ class SideIndex:
 
     @classmethod
     def _from_table(cls, version: str, table: dict, retriever: bm25s.BM25, vectors: np.ndarray) -> SideIndex:
+        """The tables behind retrieval. A stuffed case's words stay out of the word statistics, so its repeating
+        the whole vocabulary neither makes the library "hold" a word (the gate refuses what no case mentions) nor
+        covers a question; `Retriever._bm25` leaves its chunks out too. It is still listed and its chunks stored."""
         cases: dict[str, Case] = {}
-        doc_freq: dict[str, int] = defaultdict(int)
-        case_tokens: dict[str, set[str]] = defaultdict(set)
+        words: dict[str, list[str]] = defaultdict(list)
         for meta, tokens in zip(table["metas"], table["tokens"]):
             if "case" in meta:
                 cases[meta["case_id"]] = Case(**json.loads(meta["case"]), body="")
+            words[meta["case_id"]].extend(tokens)
+        stuffed_cases = {case_id for case_id, tokens in words.items() if stuffed(tokens)}
+        doc_freq: dict[str, int] = defaultdict(int)
+        case_tokens: dict[str, set[str]] = defaultdict(set)
+        for meta, tokens in zip(table["metas"], table["tokens"]):
+            if meta["case_id"] in stuffed_cases:
+                continue
             case_tokens[meta["case_id"]].update(tokens)
             for token in set(tokens):
                 doc_freq[token] += 1
         return cls(version, table["ids"], [m["case_id"] for m in table["metas"]], table["metas"], cases,
-                   retriever, vectors, dict(doc_freq), dict(case_tokens))
+                   retriever, vectors, dict(doc_freq), dict(case_tokens), stuffed_cases)
 
 
-def ensure_index(settings: Settings, lexicon: Lexicon, log: Callable[[str], None] = print) -> CaseIndex:
-    """The index, built from the knowledge folder first when it is empty."""
+def ensure_index(settings: Settings, lexicon: Lexicon, log: Callable[[str], None] = print,
+                 on_case: Callable[[int, int], None] | None = None) -> CaseIndex:
+    """The index, built from the knowledge folder first when it is empty (`on_case` as in CaseIndex.ingest)."""
     index = CaseIndex(settings)
     if index.count() == 0:
         log(f"index at {index.location} is empty: building it from {settings.knowledge}")
-        report = index.ingest([settings.knowledge], lexicon)
+        report = index.ingest([settings.knowledge], lexicon, on_case=on_case)
         log(format_report(report))
     elif index.version().startswith(INGESTING):
         log(f"warning: an ingest into {index.location} is running or was cut short; the cases stored so far are "
@@ -451,5 +484,7 @@ def format_report(report: IngestReport) -> str:
         lines.append("completed an earlier ingest that had been cut short; the index is now current")
     lines.extend(f"rejected {rejection}" for rejection in report.rejected)
     lines.extend(f"check {finding}" for finding in report.identifiers if not any(
-        finding.startswith(f"{r.path}:") for r in report.rejected))
+        finding.startswith(f"{shown(r.path)}:") for r in report.rejected))
+    lines.extend(f"check {finding}; its words are not searched until it is written out as a report"
+                 for finding in report.stuffing)
     return "\n".join(lines)

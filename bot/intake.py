@@ -1,6 +1,6 @@
 """Adding one case to the library from the web app: checked as ingest checks it (loader, vocabulary,
-duplicate id, patient identifiers), shown back for confirmation, then written into the library folder and
-indexed incrementally, so it is answerable at once.
+duplicate id, patient identifiers) and refused when its text is keyword stuffing, shown back for confirmation,
+then written into the library folder and indexed incrementally, so it is answerable at once.
 
 Nothing half-written is left behind: the file goes under a name ingest ignores, is renamed into place
 whole, and is removed again if indexing it fails."""
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from bot.audit import stuffing
 from bot.cases import SUFFIXES, Case, load_cases, slug
 from bot.identifiers import scan_case
 from bot.index import CaseIndex, IngestReport
@@ -56,6 +57,9 @@ def check(filename: str, data: bytes, settings: Settings, lexicon: Lexicon, exis
         more = f"; and {len(findings) - SHOWN_FINDINGS} more" if len(findings) > SHOWN_FINDINGS else ""
         raise IntakeError(f"{name}: possible patient identifiers; remove them and add the file again: "
                           + "; ".join(str(finding) for finding in findings[:SHOWN_FINDINGS]) + more)
+    stuffed = stuffing(case.body)
+    if stuffed:
+        raise IntakeError(f"{name}: {stuffed}; write the case out as a report")
     target = f"{case.id}{suffix}"
     if case.id in existing or (settings.cases_dir / target).exists():
         raise IntakeError(f"{name}: the library already has a case with id {case.id!r}; ids are never reused")

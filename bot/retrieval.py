@@ -11,6 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
+from chromadb.errors import ChromaError
 
 from bot.cases import ORGANS, Case
 from bot.embedding import MiniLMEmbeddings
@@ -156,14 +157,19 @@ class Retriever:
     def _dense(self, query_vector: list[float], allowed: set[str] | None) -> dict[int, float]:
         """Row number -> cosine similarity for the nearest chunks, in rank order: Chroma's nearest-neighbour
         index over the whole library, or an exact dot product over the side index's vectors of the allowed
-        cases when filtered."""
+        cases when filtered (and of every case when Chroma's query fails mid-ingest)."""
         n = min(self.settings.candidates, len(self.side.chunk_ids))
+        if allowed is None:
+            try:
+                result = self.index.collection.query(query_embeddings=[query_vector], n_results=n,
+                                                     include=["distances"])
+            except ChromaError:  # chunks deleted under it by an ingest in another process: "Error finding id"
+                allowed = set(self.cases)  # answered exactly from this side index's version instead
         if allowed is not None:
             rows = self.side.rows_of(allowed)
             similarities = self.side.vectors[rows] @ np.asarray(query_vector, dtype=np.float32)
             top = np.argsort(-similarities, kind="stable")[:n]
             return {int(rows[i]): float(similarities[i]) for i in top}
-        result = self.index.collection.query(query_embeddings=[query_vector], n_results=n, include=["distances"])
         rows_of_id = self.side.row_of
         return {rows_of_id[cid]: 1.0 - dist for cid, dist in zip(result["ids"][0], result["distances"][0])
                 if cid in rows_of_id}
@@ -182,23 +188,39 @@ class Retriever:
         out = []
         for token in tokens:
             if token not in self.side.doc_freq and len(token) >= 5:
-                close = difflib.get_close_matches(token, vocabulary.get(token[:2], []), n=1, cutoff=0.8)
+                close = difflib.get_close_matches(token, vocabulary.get(token[:2], []), n=1, 
+                                                cutoff=self.settings.spelling_cutoff)
                 token = close[0] if close else token
             out.append(token)
         return out
 
     def _bm25(self, text: str, allowed: set[str] | None) -> list[int]:
+        """Chunk rows by BM25 score, best first. Repetition earns nothing: BM25 saturates a word's count within
+        a chunk, a keyword-stuffed case (SideIndex.stuffed_cases) is left out, and one case holds at most a fifth
+        of the candidates, so a case of hundreds of look-alike chunks cannot crowd out the rest."""
         tokens = list(dict.fromkeys(self.corrected(tokenize([text])[0])))
         if not tokens:
             return []
         scores = self.side.bm25.get_scores(tokens)
-        if allowed is not None:
-            kept = np.zeros(len(scores), dtype=bool)
-            kept[self.side.rows_of(allowed)] = True
+        if allowed is not None or self.side.stuffed_cases:
+            kept = np.full(len(scores), allowed is None)
+            if allowed is not None:
+                kept[self.side.rows_of(allowed)] = True
+            kept[self.side.rows_of(self.side.stuffed_cases)] = False
             scores = np.where(kept, scores, 0.0)
         n = min(self.settings.candidates, len(scores))
-        top = np.argpartition(-scores, n - 1)[:n]
-        return [int(i) for i in top[np.argsort(-scores[top])] if scores[i] > 0]
+        per_case = max(1, self.settings.candidates // 5)
+        held: dict[str, int] = defaultdict(int)
+        ranked = []
+        positive = np.flatnonzero(scores > 0)
+        for row in positive[np.argsort(-scores[positive], kind="stable")]:
+            if len(ranked) == n:
+                break
+            case_id = self.side.chunk_case[row]
+            if held[case_id] < per_case:
+                held[case_id] += 1
+                ranked.append(int(row))
+        return ranked
 
     def concepts(self, question: str) -> list[Concept]:
         """The question's lexicon mentions and remaining content words, weighted by rarity in the library.

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     # Relevance gate (bot/gate.py): fitted on each library itself; these only shape its fit and the answer.
     gate_calibration_questions: int = Field(400, ge=10, description="Questions written from the library's cases "
                                             "to fit the gate on (a sample of cases in a larger library)")
+    spelling_cutoff: float = Field(0.88, gt=0, le=1, description="A word the library does not know is read as "
+                                   "its closest library word at or above this difflib ratio ('toclizumab' -> "
+                                   "'tocilizumab' 0.95); 0.8 read 'insurance' as 'injury' and 'bread' as 'breadth'")
     gate_case_ratio: float = Field(0.70, description="A further case is cited when its concept coverage is at "
                                    "least this share of the lead case's")
     lead_coverage_tolerance: float = Field(0.2, ge=0, le=1, description="Cases recording the failure asked about and "

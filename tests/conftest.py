@@ -28,6 +28,7 @@ from bot.settings import PROJECT_ROOT, Settings, load_settings  # noqa: E402
 KNOWLEDGE = PROJECT_ROOT / "knowledge"
 HELDOUT = PROJECT_ROOT / "tests" / "heldout"
 CASEBOT = [sys.executable, "-m", "bot"]
+SERVE_TIMEOUT_S = 300  # a hang guard, not a timing: a start on 2 cores shared with other test runs is slow
 
 
 @pytest.fixture(scope="session")
@@ -54,25 +55,28 @@ def free_port() -> int:
 
 
 @contextmanager
-def casebot_server(db: Path, env: dict | None = None) -> Iterator[str]:
-    """A real `casebot serve` over the index at `db` on a free loopback port, as a user starts it; yields its URL."""
+def casebot_server(db: Path, env: dict | None = None, ready: bool = True) -> Iterator[str]:
+    """A real `casebot serve` over the index at `db` on a free loopback port, as a user starts it; yields its URL
+    once the page is served and, if `ready`, once its bot is made (GET /api/status, as a deployment checks)."""
     port = free_port()
     with tempfile.TemporaryFile("w+") as log:
         process = subprocess.Popen([*CASEBOT, "serve", "--port", str(port), "--db", str(db)], cwd=PROJECT_ROOT,
                                    env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT, text=True)
         url = f"http://127.0.0.1:{port}/"
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + SERVE_TIMEOUT_S
         try:
             while True:
                 try:
-                    with urllib.request.urlopen(url, timeout=2) as response:
-                        if response.status == 200:
+                    with urllib.request.urlopen(url + ("api/status" if ready else ""), timeout=2) as response:
+                        if response.status == 200 and (not ready or b'"ready":true' in response.read()):
                             break
                 except OSError:
-                    if process.poll() is not None or time.monotonic() > deadline:
-                        log.seek(0)
-                        pytest.fail(f"casebot serve did not answer within 120 s:\n{log.read()[-3000:]}")
-                    time.sleep(0.5)
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    pytest.fail(f"casebot serve was not {'ready' if ready else 'serving'} within {SERVE_TIMEOUT_S} s:\n"
+                                f"{log.read()[-3000:]}")
+                time.sleep(0.5)
             yield url
         finally:
             process.terminate()

@@ -22,7 +22,8 @@ from bot.feedback import FeedbackStore, feedback_path
 from bot.lexicon import Lexicon
 from bot.settings import load_settings
 from bot.text import sentences, tokenize
-from bot.ui import EXAMPLES, case_markdown
+from bot.web.chat import EXAMPLES
+from bot.web.render import case_markdown
 from conftest import ARTIFACTS, KNOWLEDGE, casebot_server, run_casebot, write_case
 
 LOGIN = ("clinician", "correct-horse-battery")

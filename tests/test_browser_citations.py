@@ -6,15 +6,15 @@ within reach on a phone, bold text drawn in a system font, and a question asked 
 from __future__ import annotations
 
 import re
-import threading
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from bot.pathways import OUTCOME_ORDER, pathway
-from bot.ui import SANS, SCRIPT, STYLE, build
-from bot.ui_library import library_rows
-from bot.ui_pathways import OUTCOME_COLOURS
+from bot.web.app import SANS, SCRIPT, STYLE, build
+from bot.web.library import library_rows
+from bot.web.pathways import OUTCOME_COLOURS
+from bot.web.startup import Startup
 from conftest import ARTIFACTS, free_port
 
 LAPTOP = {"width": 1366, "height": 768}
@@ -260,29 +260,58 @@ def test_bold_text_is_drawn_in_a_system_font_not_the_bundled_semibold(pages):
     assert bundled == 0  # the theme no longer declares the bundled font at all
 
 
+# Each screen, and what shows once it has its content.
+SCREENS = {"Chat": "#question textarea", "Case library": '#library-table [data-testid="cell-0-0"]',
+           "Pathways": "#pathway-legend li", "Patients like mine": "#similar-cases [data-testid='cell-0-0']",
+           "Teach": "#teach-walk .teach-stage"}
+VIGNETTE = "52F, dcSSc 3 y, anti-Scl-70+, FVC 58% falling on MMF 3 g, no PH on RHC"
+
+
+@SIZES
+def test_no_screen_is_wider_than_a_laptop_or_a_phone(pages, size):
+    """Every tab with its content at 1366x768 and 390x844: the page never scrolls sideways (wide tables scroll
+    inside themselves). Each screen is saved in tests/artifacts/ at both sizes."""
+    page = pages(size)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for name, content in SCREENS.items():
+        open_tab(page, name)
+        if name == "Patients like mine":
+            page.locator("#similar-vignette textarea").fill(VIGNETTE)
+            page.locator("#similar-read").click()
+        elif name == "Teach":
+            page.locator("#teach-random").click()
+        page.locator(content).first.wait_for()
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= size["width"], f"{name}: {width} px wide at {size['width']} px"
+        slug = name.lower().replace(" ", "-")
+        page.screenshot(path=ARTIFACTS / f"screen-{slug}-{size['width']}x{size['height']}.png", full_page=True)
+
+
 @pytest.fixture
 def warming_app(knowledge_bot):
-    """The app in this process over a bot that is not warmed up yet; the test says when it is."""
-    ready = threading.Event()
-    demo = build(knowledge_bot, ready)
+    """The app in this process while its bot is still loading; the test says when it is made."""
+    startup = Startup(knowledge_bot.settings)
+    demo = build(startup)
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, css=STYLE, js=SCRIPT)
-    yield f"http://127.0.0.1:{port}/", ready
-    ready.set()
+    yield f"http://127.0.0.1:{port}/", lambda: startup.made(knowledge_bot)
+    startup.made(knowledge_bot)
     demo.close()
 
 
 def test_a_question_asked_while_the_server_warms_up_is_told_so_and_answered_once_it_is_ready(browser, warming_app):
-    url, ready = warming_app
+    url, make_bot = warming_app
     page = open_page(browser, url, LAPTOP)
     try:
+        expect(page.locator("#startup progress")).to_be_visible()  # the page is up, its library still loading
         page.locator("#question textarea").fill(RENAL)
         page.locator("#question textarea").press("Enter")
         message = page.locator('#chat [data-testid="bot"]').last
         expect(message).to_contain_text("still loading the case library")
-        ready.set()
+        make_bot()
         page.locator("#sources .sources-head", has_text="Sources of answer 1").wait_for()
         expect(message.locator("a.cite-num").first).to_be_visible()
         assert "still loading" not in message.inner_text()
+        expect(page.locator("#startup progress")).to_have_count(0)  # the bar leaves once the bot is made
     finally:
         page.context.close()

@@ -169,6 +169,22 @@ def test_a_newcomer_cannot_take_over_the_id_of_an_indexed_case(tmp_path: Path):
         "Renal crisis treated with plasma exchange")
 
 
+def test_a_library_copied_to_another_folder_is_ingested_in_place_of_the_first(tmp_path: Path):
+    """Before: pointing an index at a copy of its library (the old files still on disk) removed every old case
+    and rejected every copy as a duplicate id, leaving an empty library ("1 removed, 1 rejected")."""
+    first = tmp_path / "first"
+    write_case(first, id="renal-case", title="Renal crisis treated with plasma exchange")
+    db = tmp_path / "db"
+    assert run_casebot("ingest", "--source", str(first), "--db", str(db)).returncode == 0
+    copy = tmp_path / "copy" / "renal-case.md"
+    copy.parent.mkdir()
+    copy.write_text((first / "renal-case.md").read_text())
+    result = run_casebot("ingest", "--source", str(copy.parent), "--db", str(db))
+    assert result.returncode == 0, result.stdout
+    assert "0 removed, 0 rejected" in result.stdout
+    assert set(SideIndex.load(CaseIndex(load_settings(db=db))).cases) == {"renal-case"}
+
+
 def test_an_ingest_cut_short_before_its_final_stamp_is_completed_and_reaches_a_running_server(tmp_path: Path):
     """Before: killed after its last batch but before its final stamp, the re-run said "unchanged" and never
     stamped, so a running server never saw the new case; a process started meanwhile gave no warning."""
@@ -273,3 +289,25 @@ def test_chat_jsonl_answers_every_line_and_names_what_is_wrong_with_the_bad_ones
 def test_bad_command_line_values_and_settings_are_named_without_a_traceback(args, env, message):
     result = run_casebot(*args, env=env)
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_links_outside_the_folder_fifos_and_newlines_in_names_are_named_in_the_ingest_report(tmp_path: Path):
+    """Item 15: a link to /etc/passwd was indexed and served, a FIFO or link loop skipped silently, and a file name
+    holding a newline printed a forged report line."""
+    library = tmp_path / "library"
+    write_case(library, id="plain-case")
+    (library / "passwd.md").symlink_to("/etc/passwd")
+    (library / "loop.md").symlink_to(library / "loop.md")
+    os.mkfifo(library / "pipe.md")
+    (library / "inside-link.md").symlink_to(library / "plain-case.md")
+    forged = library / "x.md\nrejected everything.md"
+    forged.write_text("plain text that is no case\x00", encoding="utf-8")
+    result = run_casebot("ingest", "--source", str(library), "--db", str(tmp_path / "db"))
+    lines = result.stdout.splitlines()
+    assert result.returncode == 2 and lines[0].startswith("1 added")
+    assert f"rejected {library / 'passwd.md'}: symbolic link to /etc/passwd, outside {library}" in result.stdout
+    assert f"rejected {library / 'loop.md'}: broken or looping symbolic link" in result.stdout
+    assert f"rejected {library / 'pipe.md'}: a FIFO, not a regular file" in result.stdout
+    assert f"rejected {library}/x.md\\x0arejected everything.md: binary content" in result.stdout
+    assert not any(line.startswith("rejected everything") for line in lines)
+    assert "root:" not in json.dumps(CaseIndex(load_settings(db=tmp_path / "db")).collection.get()["documents"])

@@ -15,7 +15,7 @@ from bot.lexicon import Lexicon
 from bot.pathways import Pathway, PathwayRow, markdown_table, pathway, shown_ids
 from bot.settings import load_settings
 from bot.intake import add, check
-from bot.ui_pathways import compute, failed_choices, therapy_meant
+from bot.web.pathways import compute, failed_choices, therapy_meant
 from conftest import KNOWLEDGE, casebot_server, run_casebot, write_case
 
 LEXICON = Lexicon.load(KNOWLEDGE / "lexicon.yaml")

@@ -336,6 +336,30 @@ def test_teach_prints_markdown_and_writes_html_and_pdf_handouts(teaching, tmp_pa
     assert CASE in printed and "What would you consider next?" in printed and "Answer key" in printed
 
 
+def test_teach_student_writes_the_handout_without_the_answer_key_or_the_reveal(teaching, tmp_path):
+    """Issue 18, item 9: `casebot teach --student` is the copy handed out before the session."""
+    walk = teaching.walkthrough(CASE)
+    result = run_casebot("teach", CASE, "--student")
+    assert result.returncode == 0, result.stderr
+    student = result.stdout
+    assert teaching.label(CASE) in student and "What would you consider next?" in student
+    assert all(squeeze(stage.text) in squeeze(student) for stage in walk.before)
+    for hidden in [*walk.reveal, *walk.teaching]:  # what was done, how it went, the teaching points
+        assert squeeze(hidden.text) not in squeeze(student)
+    assert "Answer key" not in student and CASE not in student and walk.case.title not in student
+    questions = teaching.case_questions(CASE)
+    assert questions and all(q.question in student and q.explanation not in student for q in questions)
+    assert "nintedanib" not in student.split("## Quiz")[0].lower()  # the therapy that followed, never named
+
+    result = run_casebot("teach", CASE, "--student", "--format", "pdf", cwd=tmp_path,
+                         env={"CASEBOT_KNOWLEDGE": str(KNOWLEDGE)})  # written where it is run, named as a copy
+    assert result.returncode == 0, result.stderr
+    pdf = tmp_path / f"casebot-handout-{CASE}-student.pdf"
+    assert Path(result.stdout.strip()).name == pdf.name and pdf.read_bytes().startswith(b"%PDF-")
+    printed = "\n".join(page.extract_text() for page in PdfReader(pdf).pages)
+    assert "What would you consider next?" in printed and "Answer key" not in printed and CASE not in printed
+
+
 def test_a_pdf_handout_without_chromium_says_so_and_writes_nothing(tmp_path):
     empty = tmp_path / "bin"
     empty.mkdir()

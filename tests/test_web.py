@@ -11,9 +11,9 @@ import gradio as gr
 from gradio_client import Client
 
 from bot import embedding
-from bot.citations_view import numbering
-from bot.ui import answer_blocks, serve, sources_html
-from bot.ui_library import library_rows
+from bot.web.app import serve
+from bot.web.library import library_rows
+from bot.web.render import answer_blocks, numbering, sources_html
 
 
 def test_page_is_served_on_loopback(server):

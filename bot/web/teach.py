@@ -18,8 +18,8 @@ import gradio as gr
 from bot.conversation import CaseBot
 from bot.teaching import (FORMATS, HandoutError, Question, Session, Stage, Teaching, TeachingError, WalkRecord,
                           Walkthrough, markdown_html)
-from bot.citations_view import cite_link
-from bot.ui import answer_text, as_text, case_markdown, filter_choices, new_conversation_id
+from bot.web.render import answer_text, as_text, case_markdown, cite_link, filter_choices, new_conversation_id
+from bot.web.startup import Startup
 
 WALK_INTRO = ("<p>Choose a case (or draw a random one by organ or therapy) and start: its stages show one at a "
               "time, then the group answers before what was done is revealed.</p>")
@@ -110,11 +110,11 @@ def labelled(teaching: Teaching, label: str) -> str:
     return found
 
 
-def build_teach_tab(bot: CaseBot, demo: gr.Blocks) -> None:
-    """The Teach tab's components and events; called inside an open gr.Tab of `demo`."""
+def build_teach_tab(startup: Startup, started: gr.State) -> None:
+    """The Teach tab's components and events; called inside an open gr.Tab. The cases are offered once the
+    bot is ready in the session (`started`)."""
     cache: dict = {}
-    # The cases' text is not needed for their labels: the start does not wait for it to be put together.
-    labels, choices = pickers(Teaching(list(bot.retriever.cases.values()), bot.lexicon, bot.settings.prompts_dir))
+    choices = filter_choices([])
     session = gr.State(Session)
     handout_id = gr.State(new_conversation_id)  # the folder this session's handouts are written to
     walk = gr.State(None)  # {"case_id", "shown", "revealed", "group_answer"}
@@ -124,7 +124,7 @@ def build_teach_tab(bot: CaseBot, demo: gr.Blocks) -> None:
     with gr.Column(elem_id="teach-area") as area:
         gr.Markdown("### Walk through a case")
         with gr.Row():
-            case_pick = gr.Dropdown(labels, value=None, label="Case", elem_id="teach-case")
+            case_pick = gr.Dropdown([], value=None, label="Case", elem_id="teach-case")
             organ = gr.Dropdown(choices["organ"], value="", label="Random case: organ", elem_id="teach-organ")
             therapy = gr.Dropdown(choices["therapy"], value="", label="Random case: therapy", elem_id="teach-therapy")
         with gr.Row():
@@ -162,20 +162,20 @@ def build_teach_tab(bot: CaseBot, demo: gr.Blocks) -> None:
 
     def current_choices():
         """Each page load offers the library as it is now (cases may have been added since the start)."""
-        now_labels, now = pickers(library(bot, cache))
+        now_labels, now = pickers(library(startup.bot, cache))
         return (gr.Dropdown(choices=now_labels), gr.Dropdown(choices=now["organ"]), gr.Dropdown(choices=now["therapy"]),
                 gr.Dropdown(choices=now["organ"]))
 
     projector.change(lambda on: gr.Column(elem_classes=["projector"] if on else []), projector, area,
                      api_visibility="private")
-    demo.load(current_choices, None, [case_pick, organ, therapy, quiz_organ], api_visibility="private")
+    started.change(current_choices, None, [case_pick, organ, therapy, quiz_organ], api_visibility="private")
 
     walk_outputs = [walk_view, walk, next_stage, group_answer, reveal, session, teach_status]
 
     def shown_walk(state: dict, records: Session, fresh: bool = False):
         """The walk-through in `state`, with the controls its point calls for (the answer box emptied when
         the walk-through is `fresh`)."""
-        teaching = library(bot, cache)
+        teaching = library(startup.bot, cache)
         try:
             walkthrough = teaching.walkthrough(state["case_id"])
         except TeachingError as error:  # the case left the library since
@@ -188,7 +188,7 @@ def build_teach_tab(bot: CaseBot, demo: gr.Blocks) -> None:
                 gr.Button(visible=paused), records, "")
 
     def begin(case_id: str, records: Session):
-        teaching = library(bot, cache)
+        teaching = library(startup.bot, cache)
         try:
             first = 1 if teaching.walkthrough(case_id).before else 0
         except TeachingError as error:
@@ -202,7 +202,7 @@ def build_teach_tab(bot: CaseBot, demo: gr.Blocks) -> None:
         if not label:
             return *[gr.skip()] * 6, "Choose a case first, or draw a random one."
         try:
-            case_id = labelled(library(bot, cache), label)
+            case_id = labelled(library(startup.bot, cache), label)
         except TeachingError as error:
             return *[gr.skip()] * 6, as_text(str(error))
         return begin(case_id, records)
@@ -211,7 +211,7 @@ def build_teach_tab(bot: CaseBot, demo: gr.Blocks) -> None:
 
     def begin_random(organ_value: str, therapy_value: str, records: Session):
         try:
-            case = library(bot, cache).pick(random.Random(), organ_value or None, therapy_value or None)
+            case = library(startup.bot, cache).pick(random.Random(), organ_value or None, therapy_value or None)
         except TeachingError as error:
             return *[gr.skip()] * 6, as_text(str(error))
         return begin(case.id, records)
@@ -239,7 +239,7 @@ def build_teach_tab(bot: CaseBot, demo: gr.Blocks) -> None:
 
     def new_quiz(n: float | None, organ_value: str, seed: float | None):
         try:
-            questions = library(bot, cache).quiz(int(n or 0), organ_value or None, int(seed or 0))
+            questions = library(startup.bot, cache).quiz(int(n or 0), organ_value or None, int(seed or 0))
         except TeachingError as error:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), as_text(str(error))
         if not questions:
@@ -285,7 +285,7 @@ def build_teach_tab(bot: CaseBot, demo: gr.Blocks) -> None:
         name = "casebot-handout" + ("-student" if copy == "student" else "")
         out = Path(tempfile.gettempdir()) / "casebot-handouts" / folder_id / f"{name}.{fmt}"
         try:
-            library(bot, cache).export(records, fmt, out, student=copy == "student")
+            library(startup.bot, cache).export(records, fmt, out, student=copy == "student")
         except (HandoutError, TeachingError, OSError) as error:
             return gr.skip(), as_text(f"The handout could not be written: {error}")
         cases = len(records.walks)

@@ -11,12 +11,12 @@ from typing import get_args
 import gradio as gr
 
 from bot.cases import ORGANS, Evidence, Outcome, Subtype
-from bot.conversation import CaseBot
 from bot.index import SideIndex
 from bot.intake import SECTIONS, Draft, IntakeError, add, check, form_markdown
 from bot.lexicon import Lexicon
 from bot.text import tokenize
-from bot.ui import case_html, chip
+from bot.web.render import case_html, chip
+from bot.web.startup import Startup
 
 LIBRARY_COLUMNS = ["id", "title", "subtype", "organs", "failed", "next", "outcome", "evidence"]
 LIBRARY_WIDTHS = ["15%", "29%", "7%", "10%", "12%", "12%", "7%", "8%"]
@@ -59,10 +59,10 @@ def refused(reason: str) -> str:
     return f'<p class="answer-warning" id="add-refused">Not added. {html.escape(reason)}</p>'
 
 
-def build_library_tab(bot: CaseBot) -> gr.Dataframe:
+def build_library_tab(startup: Startup, started: gr.State) -> None:
     """The tab's components and events; called inside an open gr.Tab. "Add a case" comes first, so that it
-    stays on the first screen however long the case opened below it is. Returns the case table, which other
-    tabs refresh when the library changes."""
+    stays on the first screen however long the case opened below it is. The table is filled once the bot is
+    ready in the session (`started`)."""
     with gr.Accordion("Add a case to the library", open=False, elem_id="add-case"):
         gr.Markdown(ADD_HELP)
         draft = gr.State(None)
@@ -78,7 +78,7 @@ def build_library_tab(bot: CaseBot) -> gr.Dataframe:
                 with gr.Row():
                     subtype = gr.Dropdown(list(get_args(Subtype)), value="unknown", label="subtype")
                     organs = gr.Dropdown(list(ORGANS), multiselect=True, label="organs", elem_id="form-organs")
-                    antibodies = gr.Dropdown(bot.lexicon.names("antibodies"), multiselect=True, label="antibodies")
+                    antibodies = gr.Dropdown(startup.lexicon.names("antibodies"), multiselect=True, label="antibodies")
                 with gr.Row():
                     failed = gr.Textbox(label="failed therapies (comma-separated)", elem_id="form-failed")
                     following = gr.Textbox(label="next therapies (comma-separated)", elem_id="form-next")
@@ -94,13 +94,14 @@ def build_library_tab(bot: CaseBot) -> gr.Dataframe:
 
     search = gr.Textbox(label="Search the cases", placeholder="a therapy, organ, antibody, any word…",
                         elem_id="library-search")
-    table = gr.Dataframe(lambda: library_rows(bot.retriever.refresh(), "", bot.lexicon), headers=LIBRARY_COLUMNS,
+    table = gr.Dataframe(headers=LIBRARY_COLUMNS,
                          interactive=False, wrap=True, max_height=420, column_widths=LIBRARY_WIDTHS,
                          elem_id="library-table")
     case_view = gr.HTML("<p>Select a case in the table to read it in full.</p>", elem_id="case-view")
 
     def checked(name: str, data: bytes):
         """The check's outcome: a preview and an enabled Add button, or the reason and nothing pending."""
+        bot = startup.bot
         try:
             result = check(name, data, bot.settings, bot.lexicon, set(bot.retriever.refresh().cases))
         except IntakeError as error:
@@ -131,6 +132,7 @@ def build_library_tab(bot: CaseBot) -> gr.Dataframe:
     def add_case(pending: Draft | None, query: str):
         if pending is None:
             return None, refused("Check a file or the form first."), gr.Button(interactive=False), gr.skip()
+        bot = startup.bot
         try:
             report = add(pending, bot.settings, bot.lexicon)
         except IntakeError as error:
@@ -142,12 +144,15 @@ def build_library_tab(bot: CaseBot) -> gr.Dataframe:
 
     confirm.click(add_case, [draft, search], [draft, preview, confirm, table], api_visibility="private")
 
-    search.change(lambda query: library_rows(bot.retriever.side, query, bot.lexicon), search, table,
-                  api_visibility="private")
+    def rows(query: str | None) -> list[list[str]]:
+        bot = startup.bot
+        return library_rows(bot.retriever.refresh(), query or "", bot.lexicon)
+
+    gr.on([started.change, search.change], rows, search, table, api_visibility="private")
 
     def open_case(selected: gr.SelectData) -> str:
+        bot = startup.bot
         case = bot.retriever.cases.get(selected.row_value[0])
         return case_html(case, bot.retriever.side) if case else "<p>That case is no longer in the library.</p>"
 
     table.select(open_case, None, case_view, api_visibility="private")
-    return table

@@ -8,14 +8,15 @@ to no feedback or audit table, and lives only in the page's text box."""
 from __future__ import annotations
 
 import re
+from functools import cache
 from typing import get_args
 
 import gradio as gr
 
 from bot.cases import ORGANS, Subtype
-from bot.conversation import CaseBot
 from bot.similar import Measure, PatientMatcher, Profile, SimilarResult, VignetteError, markdown
-from bot.ui import answer_text, as_text, case_html
+from bot.web.render import answer_text, as_text, case_html
+from bot.web.startup import Startup
 
 CASE_COLUMNS = ["rank", "case", "title", "score", "matched", "differs"]
 SEXES = [("not given", ""), ("female", "female"), ("male", "male")]
@@ -46,11 +47,17 @@ def case_rows(result: SimilarResult) -> list[list[object]]:
             for rank, m in enumerate(result.matches, start=1)]
 
 
-def build_similar_tab(bot: CaseBot) -> None:
+def build_similar_tab(startup: Startup) -> None:
     """The tab's components and events; called inside an open gr.Tab."""
-    matcher = PatientMatcher(bot.retriever, bot.lexicon, bot.settings)
-    therapies = sorted(bot.lexicon.names("therapies"), key=str.lower)
-    antibodies = sorted(bot.lexicon.names("antibodies"), key=str.lower)
+    therapies = sorted(startup.lexicon.names("therapies"), key=str.lower)
+    antibodies = sorted(startup.lexicon.names("antibodies"), key=str.lower)
+
+    @cache
+    def matcher() -> PatientMatcher:
+        """Made with the first vignette: the bot may still be loading while the page is built."""
+        bot = startup.bot
+        return PatientMatcher(bot.retriever, bot.lexicon, bot.settings)
+
     vignette = gr.Textbox(label="De-identified vignette", lines=3, elem_id="similar-vignette",
                           placeholder="e.g. 52F, dcSSc 3 y, anti-Scl-70+, FVC 58% falling on MMF 3 g, no PH on RHC "
                                       "(no names, dates of birth or record numbers)")
@@ -97,13 +104,13 @@ def build_similar_tab(bot: CaseBot) -> None:
     def read_vignette(text: str):
         """Read the vignette into the profile fields and rank with it; a refused one clears everything."""
         try:
-            result = matcher.find(text, bot.settings.similar_k)
+            result = matcher().find(text, startup.settings.similar_k)
         except VignetteError as error:
             return None, *(gr.update(value=None) for _ in fields), *refused(error)
         profile = result.profile
         values = (profile.subtype or "", profile.sex or "", profile.age, profile.duration_years, profile.organs,
                   profile.negated, profile.antibodies, profile.negative_antibodies, profile.failed_therapies,
-                  profile.tried_therapies, measures_text(matcher, profile.measures))
+                  profile.tried_therapies, measures_text(matcher(), profile.measures))
         return profile.model_dump(), *values, *shown(result)
 
     def find_similar(text: str, read_as: dict | None, *values):
@@ -115,8 +122,8 @@ def build_similar_tab(bot: CaseBot) -> None:
                 duration_years=duration_, organs=organs_ or [], negated=negated_ or [], antibodies=positive_ or [],
                 negative_antibodies=negative_ or [], failed_therapies=failed_ or [], tried_therapies=tried_ or [],
                 not_tolerated=[t for t in (read_as or {}).get("not_tolerated", []) if t in (failed_ or [])],
-                measures=read_measures(matcher, measures_ or ""))
-            return shown(matcher.find(text or "", bot.settings.similar_k, profile))
+                measures=read_measures(matcher(), measures_ or ""))
+            return shown(matcher().find(text or "", startup.settings.similar_k, profile))
         except VignetteError as error:
             return refused(error)
 
@@ -125,6 +132,7 @@ def build_similar_tab(bot: CaseBot) -> None:
     find.click(find_similar, [vignette, parsed, *fields], outputs, api_visibility="private")
 
     def open_case(selected: gr.SelectData) -> str:
+        bot = startup.bot
         case = bot.retriever.cases.get(selected.row_value[1])
         return case_html(case, bot.retriever.side) if case else "<p>That case is no longer in the library.</p>"
 

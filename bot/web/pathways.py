@@ -12,10 +12,10 @@ import gradio as gr
 import pandas as pd
 
 from bot.cases import ORGANS, Subtype
-from bot.citations_view import marked_text
 from bot.conversation import CaseBot
 from bot.pathways import OUTCOME_ORDER, Pathway, markdown_table, pathway
-from bot.ui import as_text, case_html
+from bot.web.render import as_text, case_html, marked_text
+from bot.web.startup import Startup
 
 OUTCOME_COLOURS = {"improved": "#15803d", "stabilised": "#65a30d", "partial": "#ca8a04", "worsened": "#ea580c",
                    "died": "#b91c1c", "unknown": "#6b7280"}
@@ -89,12 +89,12 @@ def summary(bot: CaseBot, result: Pathway) -> tuple[str, str]:
     return marked_text(markdown_table(result), numbers, titles, cited_target), f'<ol class="cited-cases">{items}</ol>'
 
 
-def build_pathways_tab(bot: CaseBot, demo: gr.Blocks) -> None:
-    """The tab's components and events; called inside an open gr.Tab of `demo`. Also the `pathways` API
-    endpoint, which returns the same table as `casebot pathways --json`."""
-    choices = failed_choices(bot)
+def build_pathways_tab(startup: Startup, started: gr.State) -> None:
+    """The tab's components and events; called inside an open gr.Tab. Also the `pathways` API endpoint, which
+    returns the same table as `casebot pathways --json`. The failed therapies are offered once the bot is
+    ready in the session (`started`), the most often failed one chosen."""
     with gr.Row():
-        failed = gr.Dropdown(choices, value=choices[0] if choices else None, label="Failed therapy",
+        failed = gr.Dropdown([], value=None, label="Failed therapy",
                              allow_custom_value=True, elem_id="pathway-failed")
         organ = gr.Dropdown([("any", ""), *((o, o) for o in ORGANS)], value="", label="Organ", elem_id="pathway-organ")
         subtype = gr.Dropdown([("any", ""), *((s, s) for s in get_args(Subtype))], value="", label="Subtype",
@@ -112,6 +112,7 @@ def build_pathways_tab(bot: CaseBot, demo: gr.Blocks) -> None:
     def show(failed_name: str | None, organ_name: str, subtype_name: str):
         if not failed_name:
             return bars(Pathway(failed="")), "", "Choose a failed therapy.", "", [], ""
+        bot = startup.bot
         result = compute(bot, failed_name, organ_name, subtype_name)
         note = therapy_meant(bot, failed_name)[1]
         table_text, cited_list = summary(bot, result)
@@ -119,18 +120,24 @@ def build_pathways_tab(bot: CaseBot, demo: gr.Blocks) -> None:
                 cited_list, case_rows(bot, result), "")
 
     inputs, outputs = [failed, organ, subtype], [plot, legend, table, cited, cases, case_view]
-    gr.on([demo.load, *(control.change for control in inputs)], show, inputs, outputs, api_visibility="private")
+    gr.on([control.change for control in inputs], show, inputs, outputs, api_visibility="private")
 
     def open_case(selected: gr.SelectData) -> str:
+        bot = startup.bot
         case = bot.retriever.cases.get(selected.row_value[0])
         return case_html(case, bot.retriever.side) if case else "<p>That case is no longer in the library.</p>"
 
     cases.select(open_case, None, case_view, api_visibility="private")
-    # A case added in the browser since the start brings its failed therapies at the next page load.
-    demo.load(lambda: gr.Dropdown(choices=failed_choices(bot)), None, failed, api_visibility="private")
+    def offered(chosen: str | None):
+        """The failed therapies of the library as it is now (a case added in the browser since the start brings
+        its own at the next page load), and the choice kept or made."""
+        now = failed_choices(startup.bot)
+        return gr.Dropdown(choices=now, value=chosen or (now[0] if now else None))
+
+    started.change(offered, failed, failed, api_visibility="private")
 
     def pathways(failed: str, organ: str = "", subtype: str = "") -> dict:
         """After `failed` failed: each next therapy with its cases per outcome (as `casebot pathways --json`)."""
-        return compute(bot, failed, organ, subtype).model_dump()
+        return compute(startup.bot, failed, organ, subtype).model_dump()
 
     gr.api(pathways, api_name="pathways")

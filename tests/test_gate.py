@@ -1,0 +1,46 @@
+"""The relevance gate's calibration (bot/gate.py) and the word-level reading it rests on (bot/text.py,
+bot/retrieval.py): what a clinician types in another spelling, or with words the case does not use, is still
+the library's question; a word merely close to a library word is not."""
+
+from __future__ import annotations
+
+from bot.gate import example_questions
+from bot.text import tokenize
+
+
+def test_british_and_american_spellings_are_one_word():
+    assert tokenize(["faecal oesophageal haemorrhage tumour diarrhoea oedema anaemia"]) == \
+        tokenize(["fecal esophageal hemorrhage tumor diarrhea edema anemia"])
+    assert tokenize(["four hours aerosol"]) == [["four", "hour", "aerosol"]]  # words that only look British
+
+
+def test_a_case_written_in_british_holds_the_words_typed_in_american(knowledge_bot):
+    """Coverage (what the gate and the lead case rest on) counts "fecal" as present in the case that writes
+    "faecal"; the lexicon's aliases cover only the spellings someone listed."""
+    tokens = knowledge_bot.retriever.side.case_tokens["gi-lcssc-faecal-incontinence-biofeedback"]
+    assert set(tokenize(["fecal"])[0]) <= tokens
+    concepts = knowledge_bot.retriever.concepts("fecal sphincter")
+    assert knowledge_bot.retriever.coverage(concepts, "gi-lcssc-faecal-incontinence-biofeedback") > 0.9
+
+
+def test_a_misspelling_is_read_as_the_library_word_but_a_merely_similar_word_is_not(knowledge_bot):
+    retriever = knowledge_bot.retriever
+    assert retriever.corrected(tokenize(["toclizumab"])[0]) == tokenize(["tocilizumab"])[0]
+    for word in ("insurance", "bread", "scrubs"):  # 0.8 read these as injury, breadth, scrub...
+        token = tokenize([word])[0]
+        assert retriever.corrected(token) == token, word
+
+
+def test_calibration_questions_hold_words_their_case_lacks_as_real_questions_do(knowledge_bot):
+    """Half the calibration questions carry the library's everyday words that their case does not use, so the
+    fit sees answerable questions whose words are not all in the case (the external set's "mechanism of action
+    of X" was refused when every calibration question was covered by its case)."""
+    retriever, calibration = knowledge_bot.retriever, knowledge_bot.gate.calibration
+    limit = knowledge_bot.settings.gate_calibration_questions
+    questions = example_questions(retriever, calibration, limit)
+    unpadded = calibration.model_copy(update={"padding": calibration.padding.model_copy(update={"share": 0.0})})
+    plain = example_questions(retriever, unpadded, limit)
+    added = [(set(tokenize([q])[0]) - set(tokenize([p])[0]), case_id) for (q, case_id), (p, _) in zip(questions, plain)]
+    padded = [(words, case_id) for words, case_id in added if words]
+    assert 0.3 <= len(padded) / len(questions) <= 0.7
+    assert all(not words & retriever.side.case_tokens[case_id] for words, case_id in padded)
