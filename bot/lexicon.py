@@ -216,6 +216,24 @@ class QuestionLanguage:
         words = re.findall(r"[a-z]+", match.group(0).lower()) if match else []
         return next((self.pronoun_sex[w] for w in words if w in self.pronoun_sex), None)
 
+    def without_failure_cues(self, question: str, lexicon: Lexicon) -> str:
+        """The question with the words that say a therapy failed blanked out ("MMF failure for skin" -> "MMF
+        for skin"): the failure is read from the cases' front matter (records_failure), so "failure" must not
+        count as a word a case should hold, which only "heart failure" cases do."""
+        cuts = []
+        for mention in lexicon.spans(question):
+            if not any(term.group == "therapies" for term in mention.terms):
+                continue
+            after = self.failure_after.search(question[mention.end:])
+            if after:
+                cuts.append((mention.end + after.start(), mention.end + after.end()))
+            before = self.failure_before.search(question[: mention.start])
+            if before:
+                cuts.append((before.start(), before.start() + len(before.group().split()[0])))
+        for start, end in sorted(cuts, reverse=True):
+            question = question[:start] + " " * (end - start) + question[end:]
+        return question
+
     def failed_therapies(self, question: str, lexicon: Lexicon) -> list[str]:
         """Therapies (canonical names) the question says have failed, in order: a therapy with a failure cue
         just before it ("despite MMF", "RTX after CYC") or just after it ("CellCept intolerance")."""

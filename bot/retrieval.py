@@ -228,6 +228,7 @@ class Retriever:
         A mention counts as present in a case when any alias of the term it most narrowly names is there, so
         "MMF" in the question matches "mycophenolate mofetil" in the case, while "renal crisis" is not held by
         a case that only mentions the kidneys."""
+        question = self.language.without_failure_cues(question, self.lexicon)
         rest = question
         concepts: list[Concept] = []
         for surface, terms in self.lexicon.mentions(question):

@@ -44,3 +44,13 @@ def test_calibration_questions_hold_words_their_case_lacks_as_real_questions_do(
     padded = [(words, case_id) for words, case_id in added if words]
     assert 0.3 <= len(padded) / len(questions) <= 0.7
     assert all(not words & retriever.side.case_tokens[case_id] for words, case_id in padded)
+
+
+def test_the_word_that_says_a_therapy_failed_is_not_a_word_the_case_must_hold(knowledge_bot):
+    """Before: "failure" counted as the question's heaviest word, so the one case that wrote "heart failure"
+    held everything asked and led "mycophenolte failure for skin" over the cases recording that failure."""
+    labels = [c.label for c in knowledge_bot.retriever.concepts("mycophenolate failure for skin")]
+    assert "failur" not in labels and "failure" not in labels
+    assert "failur" in [c.label for c in knowledge_bot.retriever.concepts("pump failure in scleroderma")]
+    answer = knowledge_bot.ask("mycophenolte failure for skin", "gate-failure-cue")
+    assert answer.citations[0].case_id == "skin-mmf-failure-rituximab-desires"
