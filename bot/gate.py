@@ -72,7 +72,7 @@ def features(hit: CaseHit, library_coverage: float) -> np.ndarray:
 
 
 class Padding(BaseModel):
-    """How many calibration questions carry words of their own, and how many (see `_padding_words`)."""
+    """Which share of the calibration questions get words their case lacks, and how many (see `_padded`)."""
 
     share: float
     words: list[int]
@@ -201,8 +201,8 @@ def example_questions(retriever: Retriever, calibration: Calibration, limit: int
 
 
 def _common_words(retriever: Retriever, chunk_share: tuple[float, float]) -> list[str]:
-    """The library's everyday words (in 1-10% of its chunks: "mechanism", "treated", "function"), one surface
-    form each: what a real question adds around the rare words of its case."""
+    """The library's everyday words (in `chunk_share` of its chunks, 1-10% as shipped: "mechanism", "treated",
+    "function"), one surface form each: what a real question adds around the rare words of its case."""
     freq = retriever.side.doc_freq
     if not freq:
         return []
