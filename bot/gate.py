@@ -32,9 +32,14 @@ from bot.settings import Settings
 from bot.text import sentences, tokenize
 
 FEATURES = ("similarity", "coverage", "library_coverage", "support")
-GATE_VERSION = "logistic-v4"  # part of the cache key: a change to features or fitting refits every library
+GATE_VERSION = "logistic-v7"  # part of the cache key: a change to features or fitting refits every library
 L2 = 1.0  # ridge penalty of the fit, on standardised features
-WORDS_PER_QUESTION = 4
+WINDOW_WORDS = 6
+# The sentences calibration questions are written from: whole ones. A snippet cut mid-word ("Nodu events", "highl")
+# gives a question of fragments that nothing is near, and teaches the fit that questions far from every case are
+# answered (the external set's similarity weight fell and unrelated questions got through).
+WHOLE_SENTENCE = re.compile(r"^[\"'(]?[A-Z0-9].*\S\s+\S.*\S\s+\S.*[.!?][\"')]?$")
+COMPLETE = 1.0 - 1e-9  # a coverage this high holds every concept of the question
 
 
 class GateDecision(BaseModel):
@@ -124,11 +129,13 @@ class Gate:
         rank = {id(hit): position for position, hit in enumerate(hits)}
         best = max((hit.coverage for hit, _ in passing), default=0.0)
 
-        def precedence(hit: CaseHit) -> tuple[bool, bool, float, int]:
-            """Among the cases holding (nearly) all the question asks, one recording the failure it names, then
-            rank: a case that records "PPI failed" but not the SIBO asked about does not lead a SIBO question."""
+        def precedence(hit: CaseHit) -> tuple[bool, bool, bool, float, int]:
+            """Among the cases holding (nearly) all the question asks, one recording the failure it names (and the
+            therapy it asks about given next), then rank: a case that records "PPI failed" but not the SIBO asked
+            about does not lead a SIBO question."""
             near_best = hit.coverage >= best - self.settings.lead_coverage_tolerance
-            return near_best, hit.records_failure, hit.coverage if not near_best else 0.0, -rank[id(hit)]
+            return (near_best, hit.records_failure, hit.records_next, hit.coverage if not near_best else 0.0,
+                    -rank[id(hit)])
 
         top = max(scored, key=lambda item: item[1], default=None)
         shown = max(passing, key=lambda item: precedence(item[0])) if passing else top
@@ -146,10 +153,22 @@ class Gate:
         if not passing:
             return [], decision
         lead = shown[0]
-        close = sorted((hit for hit, _ in passing if hit is not lead and hit.coverage >= lead.coverage *
-                        self.settings.gate_case_ratio and hit.similarity >= lead.similarity -
-                        self.settings.gate_similarity_gap), key=lambda h: -(h.coverage + h.similarity))
+        close = sorted((hit for hit, _ in passing if hit is not lead and self._companion(hit, lead)),
+                       key=lambda h: -(h.coverage + h.similarity))
         return [lead, *close][: self.settings.max_cases], decision
+
+    def _companion(self, hit: CaseHit, lead: CaseHit) -> bool:
+        """Whether a further case is cited beside the lead: it holds nearly as much of the question and is nearly
+        as near in meaning, or, like the lead, gave the therapy the question asks about and holds all it asks
+        (every eculizumab case answers "eculizumab in SRC outcomes", however it is worded); but not a case that
+        started a therapy the question says failed, beside a lead recording that failure (the case that began
+        ambrisentan is no answer to "ambrisentan + tadalafil not enough")."""
+        if lead.records_failure and hit.starts_failed:
+            return False
+        near = hit.similarity >= lead.similarity - self.settings.gate_similarity_gap
+        holds_all = hit.coverage >= COMPLETE
+        return hit.coverage >= lead.coverage * self.settings.gate_case_ratio and (
+            near or hit.records_next and lead.records_next and holds_all)
 
     # -- calibration ---------------------------------------------------------------------------------------
 
@@ -238,19 +257,27 @@ def _questions_of(case: Case, retriever: Retriever, templates: dict[str, list[st
     questions.append(rng.choice(templates["title"]).format(title=case.title.rstrip(".")))
     text = [s for meta in retriever.side.case_passages(case.id) if meta["section"] != SUMMARY_SECTION
             for s in sentences(meta["text"])]
+    text = [s for s in text if WHOLE_SENTENCE.match(s)] or text
     for sentence in rng.sample(text, min(len(text), 6 - len(questions))):
-        words = _rarest_words(sentence, retriever)
+        words = _around_rarest_word(sentence, retriever)
         if words:
             questions.append(rng.choice(templates["words"]).format(words=" ".join(words)))
     return questions
 
 
-def _rarest_words(sentence: str, retriever: Retriever) -> list[str]:
-    """The sentence's WORDS_PER_QUESTION rarest content words, in their order: how a terse question reads."""
-    words = [w for w in re.findall(r"[A-Za-z][\w-]{3,}", sentence) if retriever.stem(w) in retriever.side.doc_freq
-             and w.lower() not in retriever.lexicon.filler]
-    ranked = sorted(set(words), key=lambda w: -retriever.idf(retriever.stem(w)))[:WORDS_PER_QUESTION]
-    return [w for w in dict.fromkeys(words) if w in ranked]
+def _around_rarest_word(sentence: str, retriever: Retriever) -> list[str]:
+    """WINDOW_WORDS consecutive words of the sentence around its rarest content word: how a terse question reads
+    ("nintedanib added to mycophenolate"). Consecutive, not the rarest words strung together: a string of rare
+    words ("missing amount unnecessary examinations") is near nothing in meaning, and such calibration questions
+    taught the fit that questions far from every case are answerable."""
+    words = re.findall(r"[A-Za-z0-9][\w'/+-]*", sentence)
+    content = [i for i, w in enumerate(words) if len(w) >= 4 and retriever.stem(w) in retriever.side.doc_freq
+               and w.lower() not in retriever.lexicon.filler]
+    if not content:
+        return []
+    rarest = max(content, key=lambda i: retriever.idf(retriever.stem(words[i])))
+    start = max(0, min(rarest - WINDOW_WORDS // 2, len(words) - WINDOW_WORDS))
+    return words[start: start + WINDOW_WORDS]
 
 
 def off_topic_questions(retriever: Retriever, calibration: Calibration) -> list[str]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 GROUPS = ("organs", "subtypes", "antibodies", "therapies", "terms")
+_LISTED = re.compile(r"\s*(?:,|\+|/|&|,?\s*and|,?\s*or|plus)?\s*", re.IGNORECASE)  # between listed names
 _JOINS = re.compile(r"[\s\-\u2010-\u2015]+")  # spaces and hyphens between the parts of a name
 # A misspelt lexicon word is this close (difflib ratio) to the word it means: "mycophenolte" is 0.96 from
 # "mycophenolate", while English words near a drug name stay under 0.8 ("capital" / "captopril" 0.62).
@@ -236,10 +237,19 @@ class QuestionLanguage:
 
     def failed_therapies(self, question: str, lexicon: Lexicon) -> list[str]:
         """Therapies (canonical names) the question says have failed, in order: a therapy with a failure cue
-        just before it ("despite MMF", "RTX after CYC") or just after it ("CellCept intolerance")."""
-        failed = []
-        for mention in lexicon.spans(question):
-            if (self.failure_before.search(question[: mention.start]) or
-                    self.failure_after.search(question[mention.end:])):
-                failed += [t.canonical for t in mention.terms if t.group == "therapies" and t.canonical not in failed]
+        just before it ("despite MMF", "RTX after CYC") or just after it ("CellCept intolerance"), and the
+        therapies listed with it ("ambrisentan + tadalafil not enough": both)."""
+        therapies = [m for m in lexicon.spans(question) if any(t.group == "therapies" for t in m.terms)]
+        lists: list[list[Mention]] = []  # runs of therapies joined only by "and", "+", ",", "/", "plus", "or"
+        for mention in therapies:
+            if lists and _LISTED.fullmatch(question[lists[-1][-1].end: mention.start]):
+                lists[-1].append(mention)
+            else:
+                lists.append([mention])
+        failed: list[str] = []
+        for run in lists:
+            if any(self.failure_before.search(question[: m.start]) or self.failure_after.search(question[m.end:])
+                   for m in run):
+                failed += [t.canonical for m in run for t in m.terms
+                           if t.group == "therapies" and t.canonical not in failed]
         return failed

@@ -42,6 +42,8 @@ class CaseHit:
     similarity: float  # best cosine similarity between the question and the case's chunks
     coverage: float = 0.0  # share (IDF-weighted) of the question's concepts found in the case
     records_failure: bool = False  # its front matter records a failure the question names
+    records_next: bool = False  # its front matter gives next a therapy the question names (and not as failed)
+    starts_failed: bool = False  # ... gives next a therapy the question says failed, without recording that failure
     passages: list[Passage] = field(default_factory=list)
 
 
@@ -135,24 +137,29 @@ class Retriever:
                 hit = hits[cid] = CaseHit(self.cases[cid], score, 0.0)
             hit.similarity = max(hit.similarity, dense.get(row, 0.0))
             hit.passages.append(Passage(self.side.chunk_ids[row], meta["section"], meta["text"], score))
-        ranked = self._failures_first(question, sorted(hits.values(), key=lambda h: -h.fused))[:limit]
+        ranked = self._front_matter_first(question, sorted(hits.values(), key=lambda h: -h.fused))[:limit]
         self._fill_similarity([h for h in ranked if h.similarity == 0.0], query_vector)
         concepts = self.concepts(question)
         for hit in ranked:
             hit.coverage = self.coverage(concepts, hit.case.id)
         return ranked
 
-    def _failures_first(self, question: str, ranked: list[CaseHit]) -> list[CaseHit]:
-        """When the question says a therapy failed ("ILD progressing on MMF"), the cases whose front matter
-        records that failure lead, in their fused order; the rest follow."""
+    def _front_matter_first(self, question: str, ranked: list[CaseHit]) -> list[CaseHit]:
+        """Marks what each case's front matter records of the question: a failure it names ("ILD progressing on
+        MMF") and a therapy it asks about given next ("Ofev", "eculizumab"). When a failure is named, the cases
+        recording it lead, in their fused order, first those that then gave a therapy the question also names
+        ("Ofev when CellCept stopped working"); the rest follow. Without one the fused order stands."""
         failed = set(self.language.failed_therapies(question, self.lexicon))
+        wanted = {t.canonical for t in self.lexicon.find(question) if t.group == "therapies"} - failed
+        canonical = self.lexicon.canonical
+        for hit in ranked:
+            hit.records_failure = bool(failed & {canonical("therapies", t) or t for t in hit.case.failed_therapies})
+            given = {canonical("therapies", t) or t for t in hit.case.next_therapies}
+            hit.records_next = bool(wanted & given)
+            hit.starts_failed = not hit.records_failure and bool(failed & given)
         if not failed:
             return ranked
-        canonical = self.lexicon.canonical
-        records = [failed & {canonical("therapies", t) or t for t in hit.case.failed_therapies} for hit in ranked]
-        for hit, record in zip(ranked, records):
-            hit.records_failure = bool(record)
-        return [hit for hit, r in zip(ranked, records) if r] + [hit for hit, r in zip(ranked, records) if not r]
+        return sorted(ranked, key=lambda hit: (not hit.records_failure, not hit.records_next))
 
     def _dense(self, query_vector: list[float], allowed: set[str] | None) -> dict[int, float]:
         """Row number -> cosine similarity for the nearest chunks, in rank order: Chroma's nearest-neighbour

@@ -54,3 +54,13 @@ def test_the_word_that_says_a_therapy_failed_is_not_a_word_the_case_must_hold(kn
     assert "failur" in [c.label for c in knowledge_bot.retriever.concepts("pump failure in scleroderma")]
     answer = knowledge_bot.ask("mycophenolte failure for skin", "gate-failure-cue")
     assert answer.citations[0].case_id == "skin-mmf-failure-rituximab-desires"
+
+
+def test_after_a_named_failure_the_case_that_gave_the_therapy_asked_about_leads(knowledge_bot):
+    """Several cases record that mycophenolate failed for the lungs; asked about Ofev after it, the one that then
+    gave nintedanib leads (before: the lung-transplant case, where nintedanib had failed too, led)."""
+    answer = knowledge_bot.ask("Has anyone tried Ofev when CellCept stopped working for the lungs?", "gate-next")
+    assert answer.citations[0].case_id == "ild-mmf-failure-nintedanib"
+    hits = knowledge_bot.retriever.search("ILD progressing on MMF, what was tried next?")
+    assert hits[0].case.id != "ild-mmf-failure-nintedanib" or not hits[0].records_next  # no therapy asked: no preference
+

@@ -127,9 +127,33 @@ def test_a_misspelt_drug_is_understood_and_said_so(knowledge_bot):
     ("SRC despite ACE inhibitors: what next?", ["ACE inhibitors"]),
     ("Has anyone been treated with rituximab?", []),
     ("Rituximab for skin in dcSSc", []),
+    ("ambrisentan + tadalafil not enough for SSc-PAH, next step?", ["ambrisentan", "tadalafil"]),  # a listed pair
+    ("MMF and CYC failed for the lungs", ["mycophenolate mofetil", "cyclophosphamide"]),
+    ("CYC failed, then rituximab: how did it go?", ["cyclophosphamide"]),  # what came next did not fail
+    ("Ofev added to MMF for progressive SSc-ILD", ["mycophenolate mofetil"]),  # what it was added to was not enough
 ])
 def test_the_failed_therapy_is_the_one_the_failure_is_said_of(knowledge_bot, question, failed):
     assert knowledge_bot.retriever.language.failed_therapies(question, LEXICON) == failed
+
+
+def test_a_case_that_started_the_failed_therapy_is_no_companion_of_one_recording_its_failure(knowledge_bot):
+    """Before: "ambrisentan + tadalafil not enough" cited the case that began upfront ambrisentan plus tadalafil
+    beside the cases where they failed."""
+    answer = knowledge_bot.ask("ambrisentan + tadalafil not enough for SSc-PAH, next step?", "started-failed")
+    cited = [c.case_id for c in answer.citations]
+    assert "pah-lcssc-aca-selexipag-escalation" in cited
+    assert "pah-lcssc-aca-upfront-ambrisentan-tadalafil" not in cited
+
+
+def test_every_case_that_gave_the_therapy_asked_about_is_cited_when_it_holds_the_whole_question(knowledge_bot):
+    """Before: "eculizumab in SRC outcomes" cited two of the three eculizumab cases: the third was worded further
+    from the question than the similarity gap allows."""
+    answer = knowledge_bot.ask("eculizumab in SRC outcomes", "every-eculizumab")
+    assert {"src-thomas-2015-eculizumab-after-plasmapheresis", "src-devresse-2016-eculizumab-died",
+            "src-hurtado-uriarte-2018-eculizumab"} <= {c.case_id for c in answer.citations}
+    answer = knowledge_bot.ask("the NEJM CD19 CAR-T series that included 4 SSc patients", "one-series")
+    assert answer.citations[0].case_id == "ild-cart-mueller-2024-series"
+    assert "ild-cart-merkt-2024" not in {c.case_id for c in answer.citations}  # a question it does not wholly hold
 
 
 def test_a_named_failure_leads_the_ranking_with_the_cases_that_record_it(knowledge_bot):
