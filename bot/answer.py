@@ -19,6 +19,9 @@ from bot.text import sentences, tokenize
 
 MARKER = re.compile(r"\[([a-z0-9-]+)\]")
 # Sections whose sentences say what was tried and how it went: preferred when sentences tie.
+# The section a follow-up asks about ("before that": Prior treatment) when its sentences hold none of what it asks:
+# preferred like one shared concept of weight 1, not the only place looked.
+ASPECT_PRIOR = 1.0
 SECTION_PRIOR = {"Resistance": 0.3, "Next therapy": 0.4, "Outcome": 0.35, "Prior treatment": 0.2,
                  "Presentation": 0.1, "Teaching points": 0.05}
 
@@ -113,20 +116,27 @@ def table_evidence(case_id: str, retriever: Retriever) -> list[str]:
 def best_sentences(hit: CaseHit, concepts: list[Concept], retriever: Retriever, n: int,
                    section: str | None = None) -> list[str]:
     """The case's sentences that share most with the question, in the order they appear in the case; only
-    those of `section` when the case has it."""
+    those of `section` when the case has it and they hold something the question asks (or it asks nothing
+    else). "What were his risk numbers before that?" asks the prior treatment, but its risk numbers are in
+    another section, so there the section's sentences are preferred rather than the only ones."""
     candidates = [(meta["section"], sentence) for meta in retriever.side.case_passages(hit.case.id)
                   if meta["section"] != SUMMARY_SECTION for sentence in sentences(meta["text"])]
-    if section and any(s.lower() == section.lower() for s, _ in candidates):
-        candidates = [(s, sentence) for s, sentence in candidates if s.lower() == section.lower()]
     if not candidates:
         return []
     scored = []
-    for order, ((section, sentence), tokens) in enumerate(zip(candidates, tokenize([s for _, s in candidates]))):
+    for order, ((part, sentence), tokens) in enumerate(zip(candidates, tokenize([s for _, s in candidates]))):
         present = set(tokens)
         overlap = sum(c.weight for c in concepts if any(alt <= present for alt in c.alternatives))
-        scored.append((overlap + SECTION_PRIOR.get(section, 0.0), order, defused(sentence)))
-    chosen = sorted(scored, key=lambda item: -item[0])[:n]
-    return [sentence for _, _, sentence in sorted(chosen, key=lambda item: item[1])]
+        scored.append((overlap, SECTION_PRIOR.get(part, 0.0), part, order, defused(sentence)))
+    if section and any(part.lower() == section.lower() for _, _, part, _, _ in scored):
+        within = [item for item in scored if item[2].lower() == section.lower()]
+        if not concepts or any(item[0] > 0 for item in within) or not any(item[0] > 0 for item in scored):
+            scored = within
+        else:
+            scored = [(overlap + (ASPECT_PRIOR if part.lower() == section.lower() else 0.0), prior, part, order, text)
+                      for overlap, prior, part, order, text in scored]
+    chosen = sorted(scored, key=lambda item: -(item[0] + item[1]))[:n]
+    return [text for *_, text in sorted(chosen, key=lambda item: item[3])]
 
 
 def defused(sentence: str) -> str:

@@ -179,6 +179,7 @@ class QuestionLanguage:
     plural: re.Pattern[str]
     general: re.Pattern[str]
     returning: re.Pattern[str]
+    returning_to_one: re.Pattern[str]
     pronoun_sex: dict[str, str]  # word -> "female" / "male"
     case_sex_words: dict[str, str]
     aspects: list[tuple[str, re.Pattern[str]]]
@@ -196,7 +197,9 @@ class QuestionLanguage:
         cues = data["failure_cues"]
         return cls(
             singular=_alternation(refs["singular"]), plural=_alternation(refs["plural"]),
-            general=_alternation(refs["general"]), returning=_alternation(refs["returning"]), pronoun_sex=sexes(data["pronouns"]),
+            general=_alternation(refs["general"]),
+            returning=_alternation(refs["returning_to_one"] + refs["returning"]),  # the longer reading first
+            returning_to_one=_alternation(refs["returning_to_one"]), pronoun_sex=sexes(data["pronouns"]),
             case_sex_words=sexes(data["case_sex"]),
             aspects=[(a["section"], _alternation(a["patterns"])) for a in data["aspects"]],
             failure_before=re.compile(r"\b(?:" + "|".join(cues["before"]) + r")\s+(?:[\w-]+\s+){0,2}$", re.IGNORECASE),

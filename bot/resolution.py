@@ -74,6 +74,7 @@ class Resolver:
         lang = self.language
         singular, plural = lang.singular.search(question), lang.plural.search(question)
         aspect, returning = lang.aspect(question), lang.returning.search(question)
+        singular = singular or lang.returning_to_one.search(question)  # "back to the nintedanib patient"
         if not (singular or plural or aspect or returning or lang.general.search(question)):
             return Resolution(kind="new-topic", reason="it does not refer back to the last answer", corrections=fixed)
         therapies = [surface for surface, terms in self.lexicon.mentions(question)

@@ -100,6 +100,21 @@ def test_an_outcome_follow_up_quotes_the_lead_cases_outcome_section(knowledge_bo
     assert len(answer.understood_as) < 100
 
 
+def test_a_follow_up_quotes_what_it_asks_about_not_what_names_the_case(knowledge_bot):
+    """Before: "back to the SIBO man: which antibiotic ..." quoted the SIBO sentences (the words that name the
+    case), and "his NT-proBNP before that?" only the Prior treatment section, which has no NT-proBNP."""
+    conversation = "asked-of"
+    knowledge_bot.ask("SIBO treated with rotating antibiotics after prokinetics failed", conversation)
+    knowledge_bot.ask("riociguat after sildenafil?", conversation)
+    answer = knowledge_bot.ask("back to the SIBO man: which antibiotic did he start with?", conversation)
+    assert answer.citations[0].case_id == "gi-dcssc-ata-sibo-rotating-antibiotics"
+    assert "rifaximin" in " ".join(answer.citations[0].passages)
+    knowledge_bot.ask("Which SSc-PAH patient had selexipag added to ambrisentan and tadalafil?", conversation)
+    answer = knowledge_bot.ask("What was his NT-proBNP before that?", conversation)
+    assert answer.citations[0].case_id == "pah-lcssc-aca-selexipag-escalation"
+    assert "NT-proBNP 500" in " ".join(answer.citations[0].passages)
+
+
 def test_off_topic_mid_conversation_is_refused_as_it_would_be_alone(knowledge_bot):
     first = knowledge_bot.ask("Renal crisis not responding to ACE inhibitors: options?", "mid-off-topic")
     assert not first.refused
