@@ -29,26 +29,34 @@ from bot.answer import Answer, cited_ids
 from bot.cli import checked_filters
 from bot.conversation import CaseBot, Turn, clean_question
 from bot.feedback import feedback_store
+from bot.index import IndexUnavailable
 from bot.retrieval import FILTER_KEYS
 from bot.similar import PatientMatcher, Profile, SimilarResult, VignetteError
 from bot.web.render import sources_markdown
 
 MODEL_ID = "casebot"
+INDEX_RETRY_AFTER_S = 5  # told to a client while the Chroma server is unreachable (a restart takes seconds)
 Model = TypeVar("Model", bound=BaseModel)
 
 
 class ApiError(Exception):
     """A request the API refuses, answered in OpenAI's error shape so that its clients show the message."""
 
-    def __init__(self, status: int, message: str, code: str, param: str | None = None):
+    def __init__(self, status: int, message: str, code: str, param: str | None = None,
+                 retry_after: int | None = None):
         super().__init__(message)
-        self.status, self.code, self.param = status, code, param
+        self.status, self.code, self.param, self.retry_after = status, code, param, retry_after
+
+    def body(self) -> dict[str, Any]:
+        kind = ("authentication_error" if self.status == 401 else "server_error" if self.status >= 500
+                else "invalid_request_error")
+        return {"error": {"message": str(self), "type": kind, "param": self.param, "code": self.code}}
 
     def response(self) -> JSONResponse:
-        kind = "authentication_error" if self.status == 401 else "invalid_request_error"
-        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
-        return JSONResponse({"error": {"message": str(self), "type": kind, "param": self.param, "code": self.code}},
-                            status_code=self.status, headers=headers)
+        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else {}
+        if self.retry_after is not None:
+            headers["Retry-After"] = str(self.retry_after)
+        return JSONResponse(self.body(), status_code=self.status, headers=headers)
 
 
 class ContentPart(BaseModel):
@@ -251,6 +259,8 @@ class CaseBotApi:
         try:
             with self.slots:
                 answer = self.bot.ask(question.text, name, question.filters or None)
+        except IndexUnavailable as error:
+            raise ApiError(503, str(error), "index_unavailable", retry_after=INDEX_RETRY_AFTER_S) from None
         finally:
             if conversation is None:
                 self.bot.forget(name)
@@ -259,10 +269,16 @@ class CaseBotApi:
 
     def events(self, question: Question) -> Iterator[str]:
         """Server-sent events as OpenAI streams them: the role at once, the checked reply line by line, then the
-        end with the answer object, then [DONE]."""
+        end with the answer object, then [DONE]. A question that cannot be answered now (the index unreachable)
+        ends the stream with an error event, which OpenAI's clients raise with its message."""
         stream_id = f"chatcmpl-{uuid.uuid4().hex}"
         yield sse(chunk(stream_id, {"role": "assistant", "content": ""}))
-        answer = self.answer(question, None)
+        try:
+            answer = self.answer(question, None)
+        except ApiError as error:
+            yield sse(error.body())
+            yield "data: [DONE]\n\n"
+            return
         for line in reply_text(answer).splitlines(keepends=True):
             yield sse(chunk(stream_id, {"content": line}))
         yield sse(completion(answer, "chat.completion.chunk", {"delta": {}}, stream_id))

@@ -106,7 +106,29 @@ def stuffed(words: list[str], text: str = "") -> str | None:
 
 
 def audit_case(case: Case, reader: ClaimReader) -> list[Finding]:
-    """What one front-matter case's narrative contradicts in its own front matter."""
+    """What one front-matter case's narrative contradicts in its own front matter, its missing sections and
+    the organs it lists but never describes."""
+    found = contradictions(case, reader)
+    parts = sections(case.body)
+    for heading in SECTIONS:
+        if heading not in parts:
+            found.append(Finding(case.path, "body", f"the section '## {heading}' is missing"))
+    narrative = " ".join(text for heading, text in parts.items() if heading != GENERAL) or case.body
+    text = f"{case.title} {narrative}"
+    named = {organ for organ, pattern in reader.organ_patterns if pattern.search(text)}
+    named |= {organ for organ, words in reader.v.get("organ_words", {}).items()
+              if re.search(rf"\b(?:{'|'.join(map(re.escape, words))})\b", text, re.IGNORECASE)}
+    for organ in case.organs:
+        if organ not in named:
+            found.append(Finding(case.path, "organs", f"{organ} is listed but the text never describes it"))
+    return found
+
+
+def contradictions(case: Case, reader: ClaimReader) -> list[Finding]:
+    """Where the front matter and the case's own narrative disagree: a therapy both failed and next, an Outcome
+    sentence denying what failed_therapies or next_therapies record, an outcome the Outcome section rules out.
+    These are what `casebot ingest --strict` refuses a file for (the front matter outranks the passages when
+    answers are checked, so a contradicted one would vouch for the wrong sentence)."""
     lexicon = reader.lexicon
     failed = frozenset(lexicon.canonical("therapies", t) or t for t in case.failed_therapies)
     following = frozenset(lexicon.canonical("therapies", t) or t for t in case.next_therapies)
@@ -115,9 +137,6 @@ def audit_case(case: Case, reader: ClaimReader) -> list[Finding]:
     for therapy in sorted(failed & following):
         found.append(Finding(case.path, "failed_therapies, next_therapies", f"{therapy} is both failed and next"))
     parts = sections(case.body)
-    for heading in SECTIONS:
-        if heading not in parts:
-            found.append(Finding(case.path, "body", f"the section '## {heading}' is missing"))
     # The Outcome section tells how this patient's course ended; other sections describe earlier stages and
     # trials ("rituximab plus MMF improved FVC in EVER-ILD"), which the front matter does not summarise.
     outcome = [reader.read(sentence) for sentence in sentences(parts.get("Outcome", ""))]
@@ -131,14 +150,6 @@ def audit_case(case: Case, reader: ClaimReader) -> list[Finding]:
         for sentence, reading in zip(sentences(parts.get("Outcome", "")), outcome):
             for problem in reader.outcome_conflicts(reading, front):
                 found.append(Finding(case.path, "outcome", problem, sentence))
-    narrative = " ".join(text for heading, text in parts.items() if heading != GENERAL) or case.body
-    text = f"{case.title} {narrative}"
-    named = {organ for organ, pattern in reader.organ_patterns if pattern.search(text)}
-    named |= {organ for organ, words in reader.v.get("organ_words", {}).items()
-              if re.search(rf"\b(?:{'|'.join(map(re.escape, words))})\b", text, re.IGNORECASE)}
-    for organ in case.organs:
-        if organ not in named:
-            found.append(Finding(case.path, "organs", f"{organ} is listed but the text never describes it"))
     return found
 
 

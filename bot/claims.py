@@ -3,13 +3,16 @@
 Similarity and shared names cannot see that "the TMA resolved" became "eculizumab failed to stop the TMA".
 So each sentence is read, clause by clause, into assertions: what was done with each therapy (started,
 continued, stopped, tapered, increased, failed, worked), how each topic went (a measure rising or falling,
-an organ improving, the patient dying), how severe, which therapy came before which, and who (a woman or a
-man). A pronoun ("it") stands for the therapy named last before it, a bracketed abbreviation is the same
-mention, a clause starting "if" asserts nothing, and therapies begun together cannot be put in order. A
-claim's assertion must be stated by the case sentences it rests on (or, failing those, by the rest of the case)
-or at least not be contradicted by them, unless the case's front matter states it (the summary outranks a
-sentence about an earlier stage), and must agree with that front matter. The words and patterns are data
-(knowledge/claims.yaml), read once. bot/audit.py points the same reading at the case files themselves.
+an organ improving, the patient dying) and on which therapy, how severe, which therapy came before which,
+and who (a woman or a man); beyond that vocabulary, which words a clause denies or affirms and which way an
+unnamed thing moved. A pronoun ("it") stands for the therapy named last before it, a bracketed abbreviation
+is the same mention, a clause starting "if" asserts nothing, and therapies begun together cannot be put in
+order. A claim's assertion must be stated by the case sentences it rests on (or, failing those, by the
+closest others that speak of it; for a topic on one therapy, by those about that therapy) or at least not be
+contradicted by them, unless the case's front matter states it (the summary outranks a sentence about an
+earlier stage); its denials and movements must not be the reverse of theirs; and it must agree with that
+front matter. The words and patterns are data (knowledge/claims.yaml), read once. bot/audit.py points the
+same reading at the case files themselves.
 """
 
 from __future__ import annotations
@@ -22,7 +25,10 @@ from pathlib import Path
 import yaml
 
 from bot.lexicon import Lexicon
+from bot.settings import PROJECT_ROOT
+from bot.text import stem
 
+CLAIMS = PROJECT_ROOT / "knowledge" / "claims.yaml"  # the words and patterns, beside the lexicon
 OVERALL = "the patient"  # the topic of a clause that names no organ or measure
 _TOKEN = "\u27e6{}\u27e7"  # a therapy mention, replaced by its number, so patterns can say {T}
 _TOKEN_RE = r"\u27e6\d+\u27e7"
@@ -46,9 +52,24 @@ class Reading:
     grades: set[str] = field(default_factory=set)
     # clauses whose valence is about the patient or a therapy: (therapies named, topics, values)
     clauses: list[tuple[frozenset[str], frozenset[str], frozenset[str]]] = field(default_factory=list)
+    # how each topic went in a clause naming a therapy: (therapy, topic, value) ("kept climbing on methotrexate")
+    tied: set[tuple[str, str, str]] = field(default_factory=set)
+    # (word stem, therapies its clause names): what a negation cue denies ("did not pass"), and the words of
+    # clauses with no negation cue ("she passed")
+    negated: set[tuple[str, frozenset[str]]] = field(default_factory=set)
+    affirmed: set[tuple[str, frozenset[str]]] = field(default_factory=set)
+    # which way something moved in a clause naming no measure ("rescue therapy was needed less often"): (up or
+    # down, the clause's word stems)
+    moved: set[tuple[str, frozenset[str]]] = field(default_factory=set)
 
     def values(self, kind: str, key: str) -> set[str]:
         return {a.value for a in self.assertions if a.kind == kind and a.key == key}
+
+    def tied_values(self, key: str, therapies: set[str]) -> set[str]:
+        return {value for therapy, topic, value in self.tied if topic == key and therapy in therapies}
+
+    def therapies_of(self, key: str) -> set[str]:
+        return {therapy for therapy, topic, _ in self.tied if topic == key}
 
 
 @dataclass(frozen=True)
@@ -82,12 +103,20 @@ class ClaimReader:
         self.window = int(negation["window"])
         self.scope_ends = {word.lower() for word in negation["scope_ends"]}
         self.opposite: dict[str, str] = negation["opposite"]
+        polarity = vocabulary["polarity"]
+        self.polarity_skip = {stem(w) for w in polarity["skip"]}
+        self.polarity_min = int(polarity["min_letters"])
+        self.articles = set(polarity["articles"])
+        self.lemmas: dict[str, str] = polarity["lemmas"]
+        self.shared_words = int(polarity["shared_words"])
+        self.reverse = {"up": "down", "down": "up"}
         self.actions = {value: [re.compile(self._therapy_slots(p), flags) for p in patterns]
                         for value, patterns in vocabulary["actions"].items()}
         self.roles = [(re.compile(self._therapy_slots(r["pattern"]), flags), r["A"], r["B"])
                       for r in vocabulary["roles"]]
         self.order_patterns = [re.compile(self._therapy_slots(p), flags) for p in vocabulary["order"]]
         self.together = re.compile(_words(vocabulary["together"]), flags)
+        self.untie = re.compile(rf"{_words(vocabulary['not_on'])}\s+(?:[\w'-]+\s+){{0,2}}$", flags)
         self.pronouns = re.compile(_words(vocabulary["pronouns"]), flags)
         self.coordination = re.compile(vocabulary["coordination"], flags)
         self.valence = {value: re.compile(_words(words), flags) for value, words in vocabulary["valence"].items()}
@@ -106,6 +135,8 @@ class ClaimReader:
         self.next_cannot_fail_when = set(vocabulary["next_cannot_fail_when"])
         self.recorded_supports: dict[str, set[str]] = {k: set(v) for k, v in vocabulary["recorded_supports"].items()}
         self.outcome_supports: dict[str, set[str]] = {k: set(v) for k, v in vocabulary["outcome_supports"].items()}
+        self.failed_supports = set(vocabulary["failed_supports"])
+        self.decided_on_therapy = set(vocabulary["decided_on_therapy"])
         self.join_adjacent = bool(vocabulary.get("join_adjacent"))
         labels = vocabulary["front_matter"]
         self.front_matter_fields = {re.compile(rf"(?:^|\.\s+){re.escape(label)}:\s*([^.]*(?:\.\d[^.]*)*)", flags): name
@@ -181,6 +212,7 @@ class ClaimReader:
         for clause in self.breaks.split(sentence):
             if clause and clause.strip() and not self.hypothetical.match(clause.strip()):
                 self._read_clause(clause, reading)
+                self._read_words(clause, reading)
         tokenised, names = self.therapies(sentence)
         plain, _ = self._without_negation(tokenised)
         for pattern in self.order_patterns:
@@ -191,6 +223,34 @@ class ClaimReader:
         if self.together.search(plain):
             reading.together = {frozenset((a, b)) for a in names for b in names if a != b}
         return reading
+
+    def _read_words(self, clause: str, reading: Reading) -> None:
+        """What the clause says beyond the vocabulary's events: which words it denies and, when it has no
+        negation cue, which it affirms, so that "she did not pass the screening" can be held against "she
+        passed" whatever the verb (a cue denies the first word after it that carries a claim, within the
+        negation window and before a new subject: "needed no further transfusions"); and, naming no measure,
+        which way something moved ("rescue therapy was needed less often"). Lexicon names are left to the
+        assertions."""
+        masked = self.lexicon._pattern.sub(lambda m: "_" * len(m.group(0)), clause)
+        therapies = frozenset(self.therapies(clause)[1])
+        words = [(m.group(0).lower(), m.start()) for m in re.finditer(r"[A-Za-z][\w'-]*", masked)]
+        cues = [m.end() for m in self.negation.finditer(clause)]
+        content = [(stem(self.lemmas.get(w, w)), at) for w, at in words
+                   if len(w) >= self.polarity_min and stem(w) not in self.polarity_skip and w not in self.scope_ends]
+        if not any(pattern.search(clause) for _, pattern, _ in self.measures):
+            stems = frozenset(w for w, _ in content)
+            reading.moved |= {(direction, stems) for direction, pattern in self.direction.items()
+                              for m in pattern.finditer(masked) if not self._negated(masked, cues, m.start(), m.end())}
+        if not cues:
+            reading.affirmed |= {(w, therapies) for w, _ in content}
+            return
+        for end in cues:
+            following = [w for w, at in words if at >= end][:1]
+            if following and following[0] in self.articles:  # "not a transplant": a thing, not an event, denied
+                continue
+            after = [(w, at) for w, at in content if at >= end and len(clause[end:at].split()) < self.window]
+            ends = [at for w, at in words if at >= end and w in self.scope_ends]
+            reading.negated |= {(w, therapies) for w, at in after[:1] if not ends or at < ends[0]}
 
     def _without_negation(self, text: str) -> tuple[str, list[int]]:
         """`text` without its negation cues, and where each stood (so patterns match the positive form)."""
@@ -275,6 +335,9 @@ class ClaimReader:
                                                  else ("not_bad" if good else "not_good"))
         measured = {name for name, *_ in measures}
         topics = (measured | organs) or {OVERALL}
+        # a clause about one therapy, not one after or before it ("in the year after CYC stopped, her FVC slid")
+        on = {names[_number(m.group(0))] for m in re.finditer(_TOKEN_RE, text) if not self.untie.search(text[:m.start()])}
+        tied = on if len(set(names)) == 1 else set()
         values_all = generic.union(*own.values())
         # A valence word belongs to the measure named nearest to it ("despite tight blood pressure control, kidney
         # function went on declining": the decline is the kidney's), and among several organs to the organ named
@@ -292,6 +355,7 @@ class ClaimReader:
                 values = values_all
             for value in values:
                 reading.assertions.add(Assertion("valence", topic, value))
+                reading.tied |= {(therapy, topic, value) for therapy in tied}
         # severity words may include a measure's name ("low risk"), so they are looked for before its masking
         unmasked = re.sub(_TOKEN_RE, lambda m: "_" * len(m.group(0)), text)
         levels = {level for level, pattern in self.severity.items() for m in pattern.finditer(unmasked)
@@ -313,15 +377,34 @@ class ClaimReader:
                     joined.add(name)
         return joined
 
-    def compare(self, claim: Reading, anchors: list[Reading], case: list[Reading],
-                front: FrontMatter | None) -> list[str]:
-        """What the claim asserts that the case does not: one problem per disagreement, in words."""
+    def compare(self, claim: Reading, anchors: list[Reading], ranked: list[tuple[float, Reading]],
+                front: FrontMatter | None, margin: float) -> list[str]:
+        """What the claim asserts that the case does not: one problem per disagreement, in words. `anchors` are
+        the case sentences the claim rests on; `ranked` every sentence of the case with its similarity to the
+        claim, closest first: what the anchors do not say is taken from the closest sentences that say it
+        (within `margin` of the closest), so an earlier stage ("a raised CK" at presentation) does not
+        vouch for a claim about the outcome ("after rituximab her CK rose")."""
         problems: list[str] = []
+        case = [reading for _, reading in ranked]
         for assertion in sorted(claim.assertions, key=lambda a: (a.kind, a.key, a.value)):
             kind, key, value = assertion.kind, assertion.key, assertion.value
-            said = set().union(*(r.values(kind, key) for r in anchors)) if anchors else set()
+            therapies = ({t for t, topic, v in claim.tied if topic == key and v == value}
+                         if kind == "valence" and value in self.decided_on_therapy else set())
+
+            def told(r: Reading) -> set[str]:
+                """What `r` says of the key, leaving out how it went on another therapy than the claim's."""
+                values = r.values(kind, key)
+                return values - (r.tied_values(key, r.therapies_of(key) - therapies) - r.tied_values(key, therapies)) \
+                    if therapies else values
+
+            said = set().union(*(told(r) for r in anchors)) if anchors else set()
             if not said:
-                said = set().union(*(r.values(kind, key) for r in case)) if case else set()
+                stating = [(sim, told(r)) for sim, r in ranked if told(r)]
+                said = set().union(*(v for sim, v in stating if sim >= stating[0][0] - margin)) if stating else set()
+            if therapies:  # how it went on the therapy the claim names, as the case tells it for that therapy
+                tied = (set().union(*(r.tied_values(key, therapies) for r in anchors))
+                        or set().union(*(r.tied_values(key, therapies) for r in case)))
+                said = tied or said
             if kind == "severity":
                 if said and value not in said:
                     problems.append(f"it calls {key} {value}; the case says {', '.join(sorted(said))}")
@@ -349,21 +432,62 @@ class ClaimReader:
         case_grades = set().union(*(r.grades for r in case)) if case else set()
         for grade in sorted(claim.grades - case_grades):
             problems.append(f"the case gives no grade or class {grade}")
+        problems += self._polarity(claim, anchors) + self._movement(claim, anchors)
         if front:
             problems += self._against_front_matter(claim, front)
         return problems
 
+    def _movement(self, claim: Reading, anchors: list[Reading]) -> list[str]:
+        """A movement the claim states the other way round from the sentences it rests on, about the same thing
+        (`shared_words` of its words in common) where no measure names what moved."""
+        said = set().union(*(r.moved for r in anchors)) if anchors else set()
+
+        def stated(direction: str, words: frozenset[str]) -> bool:
+            return any(d == direction and len(words & other) >= self.shared_words for d, other in said)
+
+        return list(dict.fromkeys(
+            f"it says {' '.join(sorted(words))[:60]} went {direction}; the case says the other way"
+            for direction, words in sorted(claim.moved, key=lambda m: (m[0], sorted(m[1])))
+            if stated(self.reverse[direction], words) and not stated(direction, words)))
+
+    @staticmethod
+    def _polarity(claim: Reading, anchors: list[Reading]) -> list[str]:
+        """Words the claim denies that the sentences it rests on only affirm, and the other way round, where
+        those sentences speak of no therapy the claim does not ("cyclophosphamide did not help" says nothing
+        against "rituximab helped")."""
+        denied = set().union(*(r.negated for r in anchors)) if anchors else set()
+        affirmed = set().union(*(r.affirmed for r in anchors)) if anchors else set()
+
+        def said(word: str, therapies: frozenset[str], pairs: set[tuple[str, frozenset[str]]]) -> bool:
+            return any(w == word and named <= therapies for w, named in pairs)
+
+        claim_denies = {w for w, _ in claim.negated}
+        problems = []
+        for word, therapies in sorted(claim.negated, key=lambda p: (p[0], sorted(p[1]))):
+            if said(word, therapies, affirmed) and not said(word, therapies, denied):
+                problems.append(f"it denies '{word}'; the case affirms it")
+        for word, therapies in sorted(claim.affirmed, key=lambda p: (p[0], sorted(p[1]))):
+            if word not in claim_denies and said(word, therapies, denied) and not said(word, therapies, affirmed):
+                problems.append(f"it affirms '{word}'; the case denies it")
+        return list(dict.fromkeys(problems))
+
     def _recorded(self, claim: Reading, assertion: Assertion, front: FrontMatter | None) -> bool:
-        """The front matter states the assertion: a therapy recorded as failed did fail, and the recorded outcome
-        holds for a clause about the patient or what followed. The front matter is the case's own summary, so it
-        outranks passage sentences about an earlier stage ("kidney function kept falling" before it stabilised)
-        or about another effect of the same drug ("blood pressure controlled on the ACE inhibitor")."""
+        """The front matter states the assertion: a therapy recorded as failed did fail (and what a clause about
+        it alone says went badly did), and the recorded outcome holds for a clause about the patient or what
+        followed. The front matter is the case's own summary, so it outranks passage sentences about an earlier
+        stage ("kidney function kept falling" before it stabilised) or about another effect of the same drug
+        ("blood pressure controlled on the ACE inhibitor")."""
         if front is None:
             return False
         if assertion.kind == "action":
             return any(assertion.key in therapies and assertion.value in self.recorded_supports[field_name]
                        for field_name, therapies in (("failed", front.failed), ("next", front.next)))
-        if assertion.kind != "valence" or assertion.value not in self.outcome_supports.get(front.outcome, set()):
+        if assertion.kind != "valence":
+            return False
+        on = {t for t, topic, value in claim.tied if topic == assertion.key and value == assertion.value}
+        if on and on <= front.failed - front.next and assertion.value in self.failed_supports:
+            return True  # "plasmapheresis did not help the TMA": it is recorded as failed
+        if assertion.value not in self.outcome_supports.get(front.outcome, set()):
             return False
         return any(assertion.key in topics and assertion.value in values and therapies <= front.next - front.failed
                    for therapies, topics, values in claim.clauses)

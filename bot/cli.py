@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     ingest = commands.add_parser("ingest", help="build or refresh the index from case files")
     ingest.add_argument("--source", action="append", type=Path, help="case folder (repeatable); default: knowledge/")
     ingest.add_argument("--reset", action="store_true", help="delete the index first and rebuild it")
-    ingest.add_argument("--strict", action="store_true", help="refuse files with likely patient identifiers")
+    ingest.add_argument("--strict", action="store_true", help="refuse files with likely patient identifiers "
+                        "or whose text contradicts their front matter (as `casebot check` finds)")
 
     ask = commands.add_parser("ask", help="answer one question")
     ask.add_argument("question")
@@ -110,14 +111,14 @@ def main(argv: list[str] | None = None) -> int:
         except BackendError as error:
             print(f"casebot: {error}", file=sys.stderr)
             return 2
-    from bot.index import IndexMismatch, IndexWriteError
+    from bot.index import IndexMismatch, IndexUnavailable, IndexWriteError
 
     try:
         return {"ingest": run_ingest, "ask": run_ask, "chat": run_chat, "serve": run_serve,
                 "eval": run_eval, "feedback": run_feedback, "pathways": run_pathways, "teach": run_teach,
                 "quiz": run_quiz, "calibrate": run_calibrate, "similar": run_similar,
                 "check": run_check}[args.command](args, settings)
-    except (IndexMismatch, IndexWriteError) as error:
+    except (IndexMismatch, IndexUnavailable, IndexWriteError) as error:  # the server down: said, exit 2
         print(f"casebot: {error}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` and closed early: nothing is wrong, say nothing
@@ -267,9 +268,8 @@ def run_check(args: argparse.Namespace, settings: Settings) -> int:
     """The library audit over the same sources as ingest: 0 clean, 1 findings, 2 a folder or file unusable."""
     from bot.audit import audit
     from bot.cases import load_cases
-    from bot.claims import ClaimReader
+    from bot.claims import CLAIMS, ClaimReader
     from bot.lexicon import Lexicon
-    from bot.verification import CLAIMS
 
     sources = args.source or [settings.knowledge]
     missing = [str(source) for source in sources if not source.exists()]

@@ -23,7 +23,8 @@ from bot.lexicon import Lexicon
 from bot.resolution import Resolver
 from bot.retrieval import CaseHit, Retriever
 from bot.settings import Settings
-from bot.verification import UNVERIFIED_MARK, CitationVerifier
+from bot.text import spaced
+from bot.verification import UNVERIFIED_MARK, citation_verifier
 
 MAX_QUESTION_CHARS = 2000
 # Earlier turns shown to the model when it condenses a follow-up.
@@ -68,7 +69,7 @@ def clean_question(question: object) -> str:
             raise QuestionError("the question is not UTF-8 text") from error
     if not isinstance(question, str):
         raise QuestionError(f"the question must be text, not {type(question).__name__}")
-    text = "".join(ch for ch in question if ch.isprintable() or ch in "\n\t").strip()
+    text = "".join(ch for ch in spaced(question) if ch.isprintable() or ch in "\n\t").strip()
     if not text:
         raise QuestionError("the question is empty")
     if len(text) > MAX_QUESTION_CHARS:
@@ -85,7 +86,7 @@ class CaseBot:
         self.index: CaseIndex = ensure_index(settings, self.lexicon, log)
         self.retriever = Retriever(self.index, self.lexicon, settings)
         self.backend = ChatBackend(settings) if settings.llm != EXTRACTIVE else None
-        self.verifier = CitationVerifier(self.lexicon, self.retriever.embedder, settings.verify_min_similarity)
+        self.verifier = citation_verifier(settings, self.lexicon, self.retriever.embedder)
         self.resolver = Resolver(self.retriever.language, self.lexicon)
         self.gate = Gate(settings, self.index.cache_dir.with_name(self.index.cache_dir.name + "-gate.json"))
         self.gate.model(self.retriever)  # fitted (or read) now, so the first question is not kept waiting
@@ -182,8 +183,11 @@ class CaseBot:
         if generated:
             text, citations = generated
         elif chosen:
-            text, citations = compose(question_read, chosen, retriever.concepts(question_read), retriever,
-                                      self.settings, filters, aspect=resolution.aspect)
+            # A follow-up's quoted sentences are chosen by what it asks, not by the words that point back at its
+            # case: "back to the SIBO man: which antibiotic did he start with?" wants the antibiotic sentences.
+            asked = concepts if follow_up else retriever.concepts(question_read)
+            text, citations = compose(question_read, chosen, asked, retriever, self.settings, filters,
+                                      aspect=resolution.aspect)
         else:
             text, citations = refusal(retriever, self.settings, gate.unheld), []
         done = time.perf_counter()

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from bot.answer import MARKER, Answer, cited_ids, prompt
 from bot.cases import Case
 from bot.conversation import CaseBot, QuestionError, clean_question
+from bot.generation import EXTRACTIVE
 from bot.lexicon import Lexicon
 from bot.retrieval import FilterError
 from bot.similar import PatientMatcher, VignetteError, markdown
@@ -280,8 +281,14 @@ def assess(expected: Expectations, answer: Answer, cases: dict[str, Case], lexic
     relevant = set(expected.expect_cases) | set(expected.expect_any)
     factual = [] if answer.refused else factual_sentences(answer.answer, note)
     cited_sentences = [s for s in factual if cited_ids(s)]
-    checked = [(s, unsupported_claims(s, answer, cases, lexicon)) for s in cited_sentences]
-    checked = [(s, missing) for s, missing in checked if missing is not None]
+    if answer.backend == EXTRACTIVE:  # text composed from the passages: its names and numbers are checked here
+        checked = [(s, unsupported_claims(s, answer, cases, lexicon)) for s in cited_sentences]
+        checked = [(s, missing) for s, missing in checked if missing is not None]
+    else:  # generated: a sentence keeps its marker only when the claim check (bot/verification.py) vouched for it
+        checked = [(s, []) for s in cited_sentences]
+    # what the model wrote and the claim check rejected, shown or not (a draft with no verified sentence is
+    # replaced by the extractive answer), so a drifting backend lowers faithfulness in report.html
+    rejected = [f"{s} (the claim check found no cited case supporting it)" for s in answer.unsupported]
     return TurnResult(
         question=answer.question, standalone_question=answer.standalone_question, filters=expected.filters,
         expect_refusal=expected.expect_refusal, refused=answer.refused, expect_cases=expected.expect_cases,
@@ -295,9 +302,9 @@ def assess(expected: Expectations, answer: Answer, cases: dict[str, Case], lexic
         citation_problems=citation_problems(answer),
         factual_sentences=len(factual),
         uncited_sentences=[s for s in factual if not cited_ids(s)],
-        checked_sentences=len(checked),
+        checked_sentences=len(checked) + len(rejected),
         unfaithful_sentences=[f"{s} (not in the cited evidence: {', '.join(missing)})"
-                              for s, missing in checked if missing])
+                              for s, missing in checked if missing] + rejected)
 
 
 def assess_vignette(test: EvalTest, matcher: PatientMatcher) -> TurnResult:

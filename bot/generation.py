@@ -199,11 +199,15 @@ class ChatBackend:
     def condense(self, question: str, history: str) -> str:
         """`question` rewritten to stand alone, from the model and the condense prompt."""
         template = ChatPromptTemplate.from_messages([("human", prompt(self.settings.prompts_dir, "condense.md"))])
-        text = "".join(self._stream(template.format_messages(question=question, history=history)))
+        text = self.complete(template.format_messages(question=question, history=history))
         lines = [line.strip().strip('"“”').strip() for line in text.splitlines() if line.strip()]
         if not lines:
             raise BackendError(f"{self.describe()} returned no rewritten question")
         return lines[0]
+
+    def complete(self, messages: list[BaseMessage]) -> str:
+        """The model's whole reply, within the same deadline as a streamed answer."""
+        return "".join(self._stream(messages))
 
     def _stream(self, messages: list[BaseMessage]) -> Iterator[str]:
         """Text pieces as the model writes them. The model runs in a worker thread so that the deadline holds

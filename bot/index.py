@@ -13,6 +13,7 @@ import json
 import shutil
 import sys
 import tempfile
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -23,14 +24,16 @@ from pathlib import Path
 
 import bm25s
 import chromadb
+import httpx
 import numpy as np
 from chromadb.config import Settings as ChromaSettings
 from langchain_core.documents import Document
 from tqdm import tqdm
 
-from bot.audit import stuffed, stuffing
+from bot.audit import contradictions, has_front_matter, stuffed, stuffing
 from bot.cases import Case, Rejection, load_cases, same_file, shown
 from bot.chunking import chunk_case, chunker_signature
+from bot.claims import CLAIMS, ClaimReader
 from bot.embedding import DIMENSIONS, MiniLMEmbeddings, model_name
 from bot.identifiers import scan_case
 from bot.lexicon import Lexicon
@@ -44,6 +47,10 @@ EMBED_SLICE = 1024
 PROGRESS_SLICE = 128
 # The collection's version stamp while an ingest is writing: readers keep what they have until it is done.
 INGESTING = "ingesting-"
+# How long a question waits for an ingest holding the lock to write the side index of the version it stamped (a
+# library of 70,000 chunks takes under a minute), and how often it looks.
+INGEST_WAIT_S = 120
+INGEST_POLL_S = 0.2
 
 
 class IndexMismatch(RuntimeError):
@@ -52,6 +59,39 @@ class IndexMismatch(RuntimeError):
 
 class IndexWriteError(RuntimeError):
     """The side index could not be written (a full disk, a read-only folder); the message names the folder."""
+
+
+class IndexUnavailable(ValueError):
+    """The Chroma server holding the index cannot be reached (stopped, restarting): this question is not answered,
+    the next one tries again. A ValueError, as every problem the command line shows its user as a message is."""
+
+
+class ServedCollection:
+    """The Chroma collection, whose calls to a server that cannot be reached raise IndexUnavailable (naming it)
+    rather than the HTTP client's transport errors: the one place the index talks to the server through."""
+
+    def __init__(self, collection, location: str):
+        self._collection, self._location = collection, location
+
+    def __getattr__(self, name: str):
+        value = getattr(self._collection, name)
+        if not callable(value):
+            return value
+
+        def call(*args, **kwargs):
+            with reaching(self._location):
+                return value(*args, **kwargs)
+
+        return call
+
+
+@contextmanager
+def reaching(location: str) -> Iterator[None]:
+    """Transport errors of the Chroma client (connection refused, the server gone mid-request) as IndexUnavailable."""
+    try:
+        yield
+    except httpx.TransportError as error:
+        raise IndexUnavailable(f"the case index at {location} is not reachable; try again shortly") from error
 
 
 @dataclass
@@ -88,12 +128,13 @@ class CaseIndex:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.client = chroma_client(settings)
         self.manifest = {"embedding_model": model_name(),
                          "chunker": chunker_signature(settings.chunk_size, settings.chunk_overlap)}
-        self.collection = self.client.get_or_create_collection(
-            settings.collection, embedding_function=None, configuration={"hnsw": {"space": "cosine"}},
-            metadata={**self.manifest, "version": "empty"})
+        with reaching(self.location):
+            self.client = chroma_client(settings)
+            self.collection = ServedCollection(self.client.get_or_create_collection(
+                settings.collection, embedding_function=None, configuration={"hnsw": {"space": "cosine"}},
+                metadata={**self.manifest, "version": "empty"}), self.location)
         self._check_manifest()
 
     @property
@@ -117,8 +158,10 @@ class CaseIndex:
         return self.settings.db / "casebot-side-index"
 
     def version(self) -> str:
-        return str(self.client.get_collection(self.settings.collection, embedding_function=None)
-                   .metadata.get("version", "empty"))
+        """The collection's version stamp, read afresh (every question looks whether the library changed)."""
+        with reaching(self.location):
+            return str(self.client.get_collection(self.settings.collection, embedding_function=None)
+                       .metadata.get("version", "empty"))
 
     def _stamp(self, version: str) -> None:
         self.collection.modify(metadata={**self.manifest, "version": version})
@@ -136,7 +179,8 @@ class CaseIndex:
     @cached_property
     def max_batch(self) -> int:
         """Most records one Chroma call may carry (5,461 for the embedded SQLite store; a server says its own)."""
-        return self.client.get_max_batch_size()
+        with reaching(self.location):
+            return self.client.get_max_batch_size()
 
     def count(self) -> int:
         return self.collection.count()
@@ -151,11 +195,15 @@ class CaseIndex:
         shutil.rmtree(index.cache_dir, ignore_errors=True)
         return index
 
+    @property
+    def lock_file(self) -> Path:
+        return self.cache_dir.parent / f".{self.cache_dir.name}.lock"
+
     @contextmanager
     def lock(self) -> Iterator[None]:
         """One ingest at a time per index: a second one waits, and says so."""
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.cache_dir.parent / f".{self.cache_dir.name}.lock", "w") as handle:
+        with open(self.lock_file, "w") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -165,6 +213,20 @@ class CaseIndex:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def ingesting(self) -> bool:
+        """Whether an ingest (of this process or another) holds the index's lock now."""
+        try:
+            handle = open(self.lock_file)
+        except OSError:  # never ingested from this machine
+            return False
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
 
     def _stored(self) -> dict[str, dict]:
         """Per stored case: its content hash (None if its chunks disagree or are incomplete), path, chunk ids."""
@@ -187,7 +249,8 @@ class CaseIndex:
                on_case: Callable[[int, int], None] | None = None) -> IngestReport:
         """Bring the index in line with the case files under `sources`, embedding only what changed.
 
-        Likely patient identifiers are reported with file and line; with `strict` their files are refused.
+        Likely patient identifiers are reported with file and line; with `strict` their files are refused, and
+        so are files whose front matter their own text contradicts (bot/audit.py, as `casebot check` finds).
         Without `prune`, cases indexed from elsewhere are kept (adding one file must not remove the rest).
         `on_case(done, total)` follows the embedding case by case (the web app's progress bar)."""
         with self.lock():
@@ -202,6 +265,8 @@ class CaseIndex:
         report = IngestReport(rejected=rejections)
         cases = self._keep_owners(cases, stored, report, prune, sources)
         cases = self._screen_identifiers(cases, report, strict)
+        if strict:
+            cases = self._screen_contradictions(cases, report, ClaimReader.load(CLAIMS, lexicon))
         to_embed: list[Case] = []
         for case in cases:
             previous = stored.get(case.id)
@@ -264,6 +329,19 @@ class CaseIndex:
             if strict and findings:
                 report.rejected.append(Rejection(path, "possible patient identifiers (--strict): "
                                                        + "; ".join(str(f) for f in findings)))
+            else:
+                kept.append(case)
+        return kept
+
+    @staticmethod
+    def _screen_contradictions(cases: list[Case], report: IngestReport, reader: ClaimReader) -> list[Case]:
+        """`--strict`: a case whose own text contradicts its front matter is refused, naming field and sentence."""
+        kept = []
+        for case in cases:
+            found = contradictions(case, reader) if has_front_matter(case) else []
+            if found:
+                report.rejected.append(Rejection(Path(case.path), "its text contradicts its front matter (--strict): "
+                                                 + "; ".join(str(f).removeprefix(f"{f.path}: ") for f in found)))
             else:
                 kept.append(case)
         return kept
@@ -426,9 +504,21 @@ class SideIndex:
 
     @classmethod
     def load(cls, index: CaseIndex) -> SideIndex:
-        """The cached side index if it matches the collection's version stamp, else a fresh one."""
-        folder = index.cache_dir
+        """The cached side index if it matches the collection's version stamp, else a fresh one. While an ingest
+        holds the index's lock it is about to write that copy itself, and is waited for (at most INGEST_WAIT_S):
+        a rebuild here at the same time, in another process, read chunks that process's Chroma did not hold yet
+        and failed the question ("Error finding id")."""
         version = index.version()
+        deadline = time.monotonic() + INGEST_WAIT_S
+        while (side := cls._cached(index.cache_dir, version)) is None and index.ingesting():
+            if time.monotonic() > deadline:
+                break
+            time.sleep(INGEST_POLL_S)
+        return side or cls.rebuild(index)
+
+    @classmethod
+    def _cached(cls, folder: Path, version: str) -> SideIndex | None:
+        """The copy in `folder` if it was written for `version` (and is whole), else None."""
         try:
             if (folder / "version").read_text() == f"{version}:{TOKENIZER_VERSION}":
                 table = json.loads((folder / "chunks.json").read_text())
@@ -437,7 +527,7 @@ class SideIndex:
                 return cls._from_table(version, table, retriever, vectors)
         except (OSError, ValueError, KeyError):
             pass
-        return cls.rebuild(index)
+        return None
 
     @classmethod
     def _from_table(cls, version: str, table: dict, retriever: bm25s.BM25, vectors: np.ndarray) -> SideIndex:

@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     # Calibrated in tests/test_generation.py: paraphrases of a case's sentences score >= 0.62 against it,
     # claims taken from other cases <= 0.44.
     verify_min_similarity: float = Field(0.5, description="Cosine similarity a sentence needs to a passage it cites")
+    verifier: Literal["claims", "llm"] = Field("claims", description="Citation check: claims (the deterministic "
+                                               "claim check, bot/claims.py) or llm (that check, then the configured "
+                                               "model asked per sentence whether its cited passages support it)")
 
     host: str = "127.0.0.1"
     port: int = 7860

@@ -12,6 +12,8 @@ from bm25s.stopwords import STOPWORDS_EN_PLUS
 # Part of the side index's cache key: a change here must rebuild every BM25 index.
 TOKENIZER_VERSION = "snowball-en-plus-us-v2"
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+# Control characters (NUL, CR, vertical tab...) and every kind of space (no-break, line separator...).
+_SEPARATORS = re.compile(r"[\x00-\x1f\x7f-\x9f]|\s")
 
 
 @lru_cache(maxsize=1)
@@ -59,3 +61,9 @@ def sentences(text: str) -> list[str]:
         block = re.sub(r"\s*\n\s*", " ", block)
         out.extend(s.strip() for s in _SENTENCE_END.split(block) if len(s.strip()) > 2)
     return out
+
+
+def spaced(text: str) -> str:
+    """Typed text with its control characters and unusual spaces as plain spaces: "renal\\x00crisis" must read
+    as two words when the question's unprintable characters are dropped, not as "renalcrisis"."""
+    return _SEPARATORS.sub(" ", text)

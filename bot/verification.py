@@ -5,7 +5,8 @@ A marker for a case the model was not given is removed. A sentence is supported 
 every therapy, organ, antibody, drug-like name, dose and number it states, is close to it in meaning (MiniLM
 cosine similarity) and closer to it than to any other case the model was given, and asserts what the case's
 sentences it rests on assert (bot/claims.py: outcome and direction, therapy actions, negation, severity,
-order, who) in agreement with the case's front matter. Unsupported sentences lose their markers (no case
+order, who) in agreement with the case's front matter; with CASEBOT_VERIFIER=llm the configured model must
+then also say that the cited passages support it (ModelJudge). Unsupported sentences lose their markers (no case
 vouches for them), are marked with UNVERIFIED_MARK and are listed, so the answer never shows a citation that
 its case does not support.
 """
@@ -19,10 +20,13 @@ from pathlib import Path
 
 import numpy as np
 from langchain_core.embeddings import Embeddings
+from langchain_core.prompts import ChatPromptTemplate
 
-from bot.claims import ClaimReader, Reading
+from bot.answer import prompt
+from bot.claims import CLAIMS, ClaimReader, FrontMatter, Reading
+from bot.generation import BackendError, ChatBackend
 from bot.lexicon import Lexicon
-from bot.settings import PROJECT_ROOT
+from bot.settings import Settings
 from bot.text import sentences
 
 UNVERIFIED_MARK = "⚠"
@@ -38,11 +42,12 @@ DOSE = re.compile(r"(\d+(?:\.\d+)?)\s*(mg/kg|mg/m2|mg/m²|mg|mcg|µg|μg|g|ml|mL
 # International non-proprietary name stems: drug names the lexicon may not list (an invented "-mab" too).
 DRUG_LIKE = re.compile(r"\b[A-Za-z]{4,}(?:mab|nib|pril|sartan|sentan|ciguat|afil|olimus|cept)\b", re.IGNORECASE)
 MARKDOWN = re.compile(r"[*_`#>]+")
-CLAIMS = PROJECT_ROOT / "knowledge" / "claims.yaml"
 # Measured on the shipped library's probes (tests/probes/claims.yaml, bench/verifier.py): the passage units
 # a sentence rests on are those within ANCHOR_MARGIN of its closest one; a sentence closer by more than
 # CASE_MARGIN to another case the model was given is that case's, not the cited one's.
 ANCHOR_MARGIN = 0.1
+# What the anchors do not say is taken from the case sentences within FALLBACK_MARGIN of the closest one saying it.
+FALLBACK_MARGIN = 0.2
 CASE_MARGIN = 0.05
 # Sentence vectors kept between answers: the same passages come back question after question.
 CACHE_LIMIT = 50_000
@@ -93,10 +98,40 @@ class Verification:
         return list(dict.fromkeys(c.evidence[case_id] for c in self.verified if case_id in c.supporting))
 
 
+class ModelJudge:
+    """CASEBOT_VERIFIER=llm: the configured model asked, for each sentence the claim check let through, whether
+    the passages it cites support it (prompts/verify.md); only a reply starting "yes" keeps the citation."""
+
+    def __init__(self, backend: ChatBackend, prompts_dir: Path):
+        self.backend, self.prompts_dir = backend, prompts_dir
+
+    def problem(self, sentence: str, case_id: str, passages: list[str]) -> str | None:
+        """Why the model does not vouch for `sentence` citing `case_id`, or None when it does."""
+        passage = prompt(self.prompts_dir, "passage.md")
+        shown = "\n".join(passage.format(case_id=case_id, section="cited", text=text) for text in passages)
+        messages = ChatPromptTemplate.from_messages([("human", prompt(self.prompts_dir, "verify.md"))]) \
+            .format_messages(passages=shown, sentence=sentence)
+        try:
+            reply = self.backend.complete(messages).strip()
+        except BackendError as error:  # no judge, no vouching: the sentence is shown unverified
+            return f"the model judge could not be asked: {error}"
+        if reply.lower().lstrip("\"'*").startswith("yes"):
+            return None
+        return f"the model judge ({self.backend.describe()}) does not find it in [{case_id}]: {reply[:80]!r}"
+
+
+def citation_verifier(settings: Settings, lexicon: Lexicon, embedder: Embeddings) -> CitationVerifier:
+    """The citation check `settings` ask for: the claim check, and with `verifier: llm` the model judge on top."""
+    judge = ModelJudge(ChatBackend(settings), settings.prompts_dir) if settings.verifier == "llm" else None
+    return CitationVerifier(lexicon, embedder, settings.verify_min_similarity, judge=judge)
+
+
 class CitationVerifier:
     def __init__(self, lexicon: Lexicon, embedder: Embeddings, min_similarity: float, claims: Path = CLAIMS,
-                 anchor_margin: float = ANCHOR_MARGIN, case_margin: float = CASE_MARGIN):
+                 anchor_margin: float = ANCHOR_MARGIN, case_margin: float = CASE_MARGIN,
+                 judge: ModelJudge | None = None):
         self.lexicon, self.embedder, self.min_similarity = lexicon, embedder, min_similarity
+        self.judge = judge
         self.reader = ClaimReader.load(claims, lexicon)
         self.anchor_margin, self.case_margin = anchor_margin, case_margin
         self._vectors: dict[str, np.ndarray] = {}
@@ -155,14 +190,17 @@ class CitationVerifier:
             for cid in check.cited:
                 if cid not in best or top[cid] < self.min_similarity:
                     continue
-                rival = max((other for other in top if other != cid), key=top.get, default=None)
-                if rival and top[rival] > top[cid] + self.case_margin:
+                # a sentence much closer to another case given is that case's, unless that case contradicts it
+                rivals = [other for other in top if other != cid and top[other] > top[cid] + self.case_margin]
+                rival = next((other for other in sorted(rivals, key=top.get, reverse=True)
+                              if not self._disagreements(claim, best[other], units[other], fronts[other])), None)
+                if rival:
                     rejections.append(f"it is closer to [{rival}] than to [{cid}]")
                     continue
                 sims = best[cid]
-                anchors = [self._read(units[cid][i]) for i in np.flatnonzero(sims >= top[cid] - self.anchor_margin)]
-                whole = [self._read(u) for u in units[cid] if " \u2063" not in u]
-                disagreements = self.reader.compare(claim, anchors, whole, fronts[cid])
+                disagreements = self._disagreements(claim, sims, units[cid], fronts[cid])
+                if not disagreements and self.judge:
+                    disagreements = [p for p in [self.judge.problem(check.claim, cid, passages[cid])] if p]
                 if disagreements:
                     rejections += [f"[{cid}]: {d}" for d in disagreements]
                     continue
@@ -176,6 +214,13 @@ class CitationVerifier:
                        if not any(_contains(held, spelling) for spelling in spellings)]
             if missing:
                 check.problems.append(f"{_markers(holders)} does not mention {', '.join(missing)}")
+
+    def _disagreements(self, claim: Reading, sims: np.ndarray, units: list[str],
+                       front: FrontMatter | None) -> list[str]:
+        """What the claim asserts that one case, whose passage units have similarities `sims` to it, does not."""
+        anchors = [self._read(units[i]) for i in np.argsort(-sims) if sims[i] >= sims.max() - self.anchor_margin]
+        ranked = [(float(sims[i]), self._read(units[i])) for i in np.argsort(-sims) if " \u2063" not in units[i]]
+        return self.reader.compare(claim, anchors, ranked, front, FALLBACK_MARGIN)
 
     def _units(self, texts: list[str]) -> list[str]:
         """A case's passage sentences, then each pair of adjacent ones (joined by a marked space), so that

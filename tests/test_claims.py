@@ -3,36 +3,47 @@ citation and distortions (changed outcome, measure direction, therapy action, ne
 case) must lose it. Counts only; timings are for bench/verifier.py. Then `casebot check`, the same claim check
 pointed at the library itself.
 
-Targets (issue 16): at least 95% of each. Not met yet (distortions in both libraries, faithful paraphrases on
-heldout): the floors below are the counts measured
-on 2026-12-03 (tests/probes/probe.py, the check tuned on the shipped probes only, the heldout probes only
-counted), so a regression fails; the targets stay in the issue."""
+Targets (issue 16): at least 95% of each, per kind. Met on the shipped probes overall (not yet for every kind);
+not on the heldout ones: the floors below are the counts measured on 2026-12-04 (tests/probes/probe.py, the
+check tuned on the shipped probes only, the heldout probes only counted), so a regression fails; the targets
+stay in the issue."""
 
 from __future__ import annotations
 
 import pytest
 
+from bot.answer import Answer, Citation, prompt
 from bot.cli import main
 from bot.embedding import MiniLMEmbeddings
+from bot.evaluation import Expectations, TestResult, assess, summarise
 from bot.lexicon import Lexicon
 from bot.settings import PROJECT_ROOT, load_settings
 from bot.verification import CitationVerifier
 from probes.probe import Result, library_passages, load_probes, run
 
-# library -> (faithful kept, distortions caught), measured 2026-12-03: shipped 78/81 and 89/100, heldout 27/32
-# and 44/50. The check is deterministic, so the floors are the measured counts.
-FLOORS = {"shipped": (78, 89), "heldout": (27, 44)}
+# library -> (faithful kept, distortions caught), measured 2026-12-04: shipped 89/91 and 104/106, heldout 27/32
+# and 46/50 (2026-12-03: shipped 78/81 and 89/100, heldout 27/32 and 44/50). The check is deterministic, so the
+# floors are the measured counts.
+FLOORS = {"shipped": (89, 104), "heldout": (27, 46)}
 # The issue asks for at least 200 planted sentences.
 MIN_PROBES = 200
 KINDS = {"faithful", "outcome", "measure", "action", "negation", "severity", "order", "case"}
 
 
 @pytest.fixture(scope="module")
-def results() -> list[Result]:
+def verifier() -> CitationVerifier:
     settings = load_settings()
-    lexicon = Lexicon.load(settings.lexicon_path)
-    verifier = CitationVerifier(lexicon, MiniLMEmbeddings(), settings.verify_min_similarity)
-    return run(verifier.verify, load_probes(), library_passages(lexicon))
+    return CitationVerifier(Lexicon.load(settings.lexicon_path), MiniLMEmbeddings(), settings.verify_min_similarity)
+
+
+@pytest.fixture(scope="module")
+def passages(verifier) -> dict[str, dict[str, list[str]]]:
+    return library_passages(verifier.lexicon)
+
+
+@pytest.fixture(scope="module")
+def results(verifier, passages) -> list[Result]:
+    return run(verifier.verify, load_probes(), passages)
 
 
 def test_the_probe_plants_enough_sentences_of_every_kind_in_both_libraries():
@@ -51,6 +62,26 @@ def test_faithful_paraphrases_keep_their_citation_and_distortions_lose_it(result
              for r in mine if not r.right]
     floor_kept, floor_caught = FLOORS[library]
     assert kept >= floor_kept and caught >= floor_caught, "\n".join(wrong)
+
+
+def test_the_eval_counts_a_generated_sentence_the_claim_check_rejected_as_unfaithful(verifier, passages):
+    """A backend that drifts (here: one outcome turned round) shows in the faithfulness metric of report.html."""
+    case = "ild-mmf-failure-nintedanib"
+    faithful = "Nintedanib was added to MMF, which she continued."
+    distorted = "Mycophenolate was stopped and replaced by nintedanib."
+    checked = verifier.verify(f"{faithful} [{case}] {distorted} [{case}]", {case: passages["shipped"][case]})
+    assert [c.words for c in checked.unsupported] == [distorted]  # what the bot lists under `unsupported`
+    note = prompt(load_settings().prompts_dir, "educational_note.md")
+    answer = Answer(question="q", standalone_question="q", answer=f"{checked.text}\n\n{note}",
+                    backend="openai:scripted-model", unsupported=[c.words for c in checked.unsupported],
+                    citations=[Citation(case_id=case, title="t", source="s", passages=checked.evidence(case),
+                                        score=0.8)],
+                    retrieved=[case], timings_ms={"total": 1.0})
+    turn = assess(Expectations(question="q", expect_cases=[case]), answer, {}, verifier.lexicon, note)
+    assert turn.checked_sentences == 2
+    assert turn.unfaithful_sentences == [f"{distorted} (the claim check found no cited case supporting it)"]
+    summary = summarise([TestResult(id="t", suite="s", file="f", passed=True, latency_ms=1.0, turns=[turn])])
+    assert summary.faithfulness == 0.5
 
 
 # `casebot check`, the library audit: one planted contradiction per copy of a shipped case, each found with its
@@ -90,6 +121,30 @@ def test_the_audit_finds_a_planted_contradiction_with_its_file_and_field(tmp_pat
     lines = capsys.readouterr().out.splitlines()
     assert any(line.startswith(f"{path}: {field_name}: ") and problem in line for line in lines), lines
     assert all(line.startswith(str(path)) for line in lines), lines  # nothing else is flagged
+
+
+def test_strict_ingest_refuses_a_case_its_own_text_contradicts_and_names_field_and_sentence(tmp_path, capsys):
+    library = tmp_path / "library"
+    library.mkdir()
+    (library / AUDITED.name).write_text(AUDITED.read_text(encoding="utf-8"), encoding="utf-8")  # clean: ingested
+    planted = {}
+    for plant in ("failed-worked", "outcome"):
+        change, field_name, problem = PLANTS[plant]
+        path = library / f"planted-{plant}.md"
+        path.write_text(change(AUDITED.read_text(encoding="utf-8")).replace(
+            "id: ild-cyc-failure-rituximab", f"id: planted-{plant}"), encoding="utf-8")
+        planted[path] = (field_name, problem)
+    assert main(["ingest", "--strict", "--source", str(library), "--db", str(tmp_path / "db")]) == 2
+    out = capsys.readouterr().out
+    assert "1 added" in out and "2 rejected" in out, out
+    refused = {line for line in out.splitlines() if line.startswith("rejected ")}
+    sentences = {"failed-worked": '"In the end cyclophosphamide worked."',
+                 "outcome": '"He died of respiratory failure within the year."'}
+    for path, (field_name, problem) in planted.items():
+        line = next(line for line in refused if line.startswith(f"rejected {path}: "))
+        assert "its text contradicts its front matter (--strict)" in line, line
+        assert f"{field_name}: " in line and problem in line, line
+        assert sentences[path.stem.removeprefix("planted-")] in line, line
 
 
 def test_the_audit_finds_a_copied_case_under_another_id(tmp_path, capsys):

@@ -14,6 +14,8 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -21,7 +23,7 @@ from bot.answer import Answer, cited_ids
 from bot.conversation import CaseBot
 from bot.generation import evidence
 from bot.settings import load_settings
-from bot.verification import UNVERIFIED_MARK
+from bot.verification import UNVERIFIED_MARK, citation_verifier
 from conftest import free_port, run_casebot, write_case
 
 MAX_TOKENS = 200
@@ -317,3 +319,99 @@ def test_concurrent_questions_share_one_in_process_model_safely(llamacpp_bot):
     for answer in answers.values():
         assert "verify" in answer.timings_ms, answer.warnings
         assert_shown_answer_is_verified(llamacpp_bot, answer)
+
+
+# --- a scripted OpenAI-compatible server: planted answers and judgements -----------------------------------------
+
+
+class FakeScriptedOpenAIServer:
+    """A fake OpenAI-compatible chat server on 127.0.0.1 that plays back what `reply(prompt)` writes for the last
+    message of each request: a model capable of the answers and judgements planted here cannot run on this
+    machine. `prompts` records every request's last message."""
+
+    def __init__(self, reply: Callable[[str], str]):
+        self.reply, self.prompts = reply, []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                last = body["messages"][-1]["content"]
+                server.prompts.append(last)
+                text = server.reply(last)
+                chunk = {"id": "scripted", "object": "chat.completion.chunk", "created": 0, "model": body["model"]}
+                self.send_response(200)
+                if body.get("stream"):
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.end_headers()
+                    for delta, finish in (({"role": "assistant", "content": text}, None), ({}, "stop")):
+                        event = {**chunk, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+                        self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
+                    self.wfile.write(b"data: [DONE]\n\n")
+                else:
+                    self.send_header("Content-Type", "application/json")
+                    self.end_headers()
+                    message = {"role": "assistant", "content": text}
+                    self.wfile.write(json.dumps({**chunk, "object": "chat.completion", "choices": [
+                        {"index": 0, "message": message, "finish_reason": "stop"}]}).encode())
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.http.server_address[1]}/v1"
+
+    def __enter__(self) -> FakeScriptedOpenAIServer:
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+
+
+ILD_CASE = "ild-mmf-failure-nintedanib"
+FAITHFUL = "Nintedanib was added to MMF, which she continued."
+DISTORTED = "Mycophenolate was stopped and replaced by nintedanib."  # the case: MMF was kept, nintedanib added
+
+
+def test_a_distorted_sentence_from_the_model_is_shown_unverified_and_a_faithful_one_keeps_its_citation(
+        knowledge_settings, knowledge_bot):
+    planted = f"{FAITHFUL[:-1]} [{ILD_CASE}]. {DISTORTED[:-1]} [{ILD_CASE}]."
+    with FakeScriptedOpenAIServer(lambda prompt: planted) as fake:
+        bot = bot_with(knowledge_settings, knowledge_bot, llm="openai:scripted-model", openai_base_url=fake.url,
+                       llm_passages=3)
+        answer = bot.ask(QUESTIONS[0], "scripted-distortion")
+    assert answer.backend == "openai:scripted-model", answer.warnings
+    assert f"{FAITHFUL[:-1]} [{ILD_CASE}]." in answer.answer
+    assert f"{DISTORTED} {UNVERIFIED_MARK}" in answer.answer
+    assert answer.unsupported == [DISTORTED]
+    assert [c.case_id for c in answer.citations] == [ILD_CASE]
+    assert_shown_answer_is_verified(bot, answer)
+
+
+@pytest.mark.parametrize("verdict", ["yes", "no"])
+def test_the_model_judge_is_asked_after_the_claim_check_and_its_no_removes_the_citation(
+        knowledge_settings, knowledge_bot, verdict):
+    passages = [meta["text"] for meta in knowledge_bot.retriever.side.case_passages(ILD_CASE)]
+    with FakeScriptedOpenAIServer(lambda prompt: verdict) as fake:
+        settings = knowledge_settings.model_copy(update={"llm": "openai:scripted-judge", "openai_base_url": fake.url,
+                                                         "verifier": "llm"})
+        verifier = citation_verifier(settings, knowledge_bot.lexicon, knowledge_bot.retriever.embedder)
+        checked = verifier.verify(f"{FAITHFUL} [{ILD_CASE}] {DISTORTED} [{ILD_CASE}]", {ILD_CASE: passages})
+    # the distortion is caught by the claim check: the judge is asked about the faithful sentence only
+    assert len(fake.prompts) == 1 and f"Sentence: {FAITHFUL}" in fake.prompts[0]
+    assert f'<passage case="{ILD_CASE}"' in fake.prompts[0]
+    unsupported = [c.words for c in checked.unsupported]
+    assert unsupported == ([DISTORTED] if verdict == "yes" else [FAITHFUL, DISTORTED])
+    if verdict == "no":
+        assert "the model judge" in checked.unsupported[0].problems[0], checked.unsupported[0].problems
+
+
+def test_the_claim_check_alone_asks_no_model_by_default(knowledge_settings, knowledge_bot):
+    passages = [meta["text"] for meta in knowledge_bot.retriever.side.case_passages(ILD_CASE)]
+    with FakeScriptedOpenAIServer(lambda prompt: "no") as fake:
+        settings = knowledge_settings.model_copy(update={"llm": "openai:scripted-judge", "openai_base_url": fake.url})
+        checked = citation_verifier(settings, knowledge_bot.lexicon, knowledge_bot.retriever.embedder).verify(
+            f"{FAITHFUL} [{ILD_CASE}]", {ILD_CASE: passages})
+    assert fake.prompts == [] and [c.words for c in checked.verified] == [FAITHFUL]

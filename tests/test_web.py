@@ -4,8 +4,16 @@ shows citations, and its start."""
 from __future__ import annotations
 
 import html
+import json
 import re
+import stat
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import gradio as gr
 from gradio_client import Client
@@ -13,7 +21,10 @@ from gradio_client import Client
 from bot import embedding
 from bot.web.app import serve
 from bot.web.library import library_rows
+from bot.web.chat import forget, write_export
 from bot.web.render import answer_blocks, numbering, sources_html
+from bot.web.startup import Startup
+from conftest import PROJECT_ROOT, casebot_server
 
 
 def test_page_is_served_on_loopback(server):
@@ -75,3 +86,56 @@ def test_library_search_reads_brand_names_and_abbreviations_as_the_chat_does(kno
     lung = library_rows(side, "cellcept lung", lexicon)
     assert lung and {row[0] for row in lung} < {row[0] for row in by_name}
     assert library_rows(side, "src-", lexicon) and library_rows(side, "CellCept zzzz", lexicon) == []
+
+
+def post_json(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=300) as response:
+        return json.load(response)
+
+
+def test_nul_and_other_control_characters_separate_words_instead_of_merging_them(server):
+    """Issue 21, item 15: "renal\\x00crisis" was read as "renalcrisis"."""
+    typed = "Renal\x00crisis\x00not responding to ACE\u00a0inhibitors:\x0boptions?"
+    meant = "Renal crisis not responding to ACE inhibitors: options?"
+    answer = post_json(server + "api/ask", {"question": typed})
+    assert answer["question"] == meant
+    assert "seed-src-ace-plasma-exchange" in [c["case_id"] for c in answer["citations"]]
+    assert Client(server, verbose=False).predict(typed, "web-nul", api_name="/ask")["question"] == meant
+
+
+def test_a_conversation_export_is_private_to_the_server_and_removed_with_its_conversation(knowledge_bot):
+    """Issue 21, item 15: exports were written world-readable to a shared /tmp/casebot-exports and never deleted."""
+    record = {"question": "Renal crisis?", "filters": {}, "answer": None, "error": "not answered"}
+    path = write_export([record], "export-test")
+    assert "Renal crisis?" in path.read_text()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.parent.stat().st_mode) == 0o700
+    assert Path(tempfile.gettempdir()) / "casebot-exports" not in path.parents
+    forget(Startup.of(knowledge_bot), "export-test")  # the session closed, or its chat cleared
+    assert not path.exists()
+    written = subprocess.run([sys.executable, "-c", "from bot.web.chat import write_export; "
+                              "print(write_export([], 'export-at-exit'))"], cwd=PROJECT_ROOT, capture_output=True,
+                             text=True, timeout=300)
+    assert written.returncode == 0, written.stderr
+    assert not Path(written.stdout.strip()).exists(), "the process's exports outlived it"
+
+
+def test_logins_from_an_address_are_refused_for_a_while_after_ten_wrong_passwords(knowledge_settings, knowledge_bot):
+    """Issue 21, item 15: 300 wrong passwords in 0.6 s met no lockout."""
+    def login(url: str, password: str) -> tuple[int, str, str | None]:
+        form = urllib.parse.urlencode({"username": "clinician", "password": password}).encode()
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url + "login", data=form), timeout=60) as response:
+                return response.status, response.read().decode(), None
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode(), error.headers.get("Retry-After")
+
+    with casebot_server(knowledge_settings.db, env={"CASEBOT_AUTH": "clinician:correct-horse"}) as url:
+        assert login(url, "correct-horse")[0] == 200
+        assert [login(url, f"guess-{n}")[0] for n in range(10)] == [400] * 10
+        status, body, retry_after = login(url, "correct-horse")
+        assert status == 429 and int(retry_after) > 0
+        assert json.loads(body)["detail"].startswith("too many wrong passwords from 127.0.0.1: logins from this "
+                                                     "address are refused for 5 more minutes")

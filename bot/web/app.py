@@ -9,7 +9,10 @@ how far the indexing is, and the library's values (filters, therapies, cases to 
 from __future__ import annotations
 
 import html
+import math
 import threading
+import time
+from collections import OrderedDict
 
 import gradio as gr
 from fastapi import FastAPI
@@ -32,6 +35,12 @@ API_PREFIXES = ("/v1/", "/api/")  # the HTTP API's paths (bot/api.py); Gradio's 
 STATUS_PATH = "/api/status"
 POLL_S = 1.0  # how often an open page asks how far the start is, until it is over
 RETRY_AFTER_S = 10
+LOGIN_PATHS = ("/login", "/login/")  # Gradio's login form posts here (CASEBOT_AUTH)
+# Wrong passwords in a row from one address before its logins are refused for LOCKOUT_S: a person mistyping is not
+# stopped, a script trying passwords (300 in 0.6 s before) gets ten tries per five minutes.
+MAX_LOGIN_FAILURES = 10
+LOCKOUT_S = 300
+MAX_LOGIN_CLIENTS = 10_000  # addresses whose failures are remembered, the least recent forgotten first
 # System fonts: the theme's bundled Source Sans Pro SemiBold drew a bold capital A or B as a small capital
 # ("ᴀCE"), and Gradio quotes generic names like system-ui, which then match no font at all.
 SANS = ("Segoe UI", "Roboto", "Helvetica Neue", "Noto Sans", "Liberation Sans", "DejaVu Sans", "Arial", "sans-serif")
@@ -223,9 +232,7 @@ class ApiGate:
             try:
                 api = await run_in_threadpool(self.api)
             except NotReady as error:
-                response = ApiError(503, str(error), "not_ready").response()
-                response.headers["Retry-After"] = str(RETRY_AFTER_S)
-                await response(scope, receive, send)
+                await ApiError(503, str(error), "not_ready", retry_after=RETRY_AFTER_S).response()(scope, receive, send)
             else:
                 await api(scope, receive, send)
 
@@ -239,6 +246,51 @@ class ApiGate:
             return self.routes
 
 
+class LoginGuard:
+    """ASGI middleware in front of Gradio's login: after MAX_LOGIN_FAILURES wrong passwords in a row from one
+    address, its logins are refused (429, saying why and for how long) for LOCKOUT_S, the right password too.
+    Gradio's own login page shows no message for that answer (it shows one for a wrong password only); a client
+    of the HTTP login reads the reason in the body and the Retry-After header."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+        self.failures: OrderedDict[str, tuple[int, float]] = OrderedDict()  # address -> (in a row, refused until)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST" or scope.get("path") not in LOGIN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        client = (scope.get("client") or ("unknown",))[0]
+        _, until = self.failures.get(client, (0, 0.0))
+        wait = until - time.monotonic()
+        if wait > 0:
+            minutes = math.ceil(wait / 60)
+            await JSONResponse({"detail": f"too many wrong passwords from {client}: logins from this address are "
+                                f"refused for {minutes} more minute{'s' if minutes > 1 else ''}"},
+                               status_code=429, headers={"Retry-After": str(math.ceil(wait))})(scope, receive, send)
+            return
+        status: list[int] = []
+
+        async def watched(message) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+            await send(message)
+
+        await self.app(scope, receive, watched)
+        self.record(client, failed=status[:1] == [400])  # Gradio answers a wrong password with 400
+
+    def record(self, client: str, failed: bool) -> None:
+        if not failed:
+            self.failures.pop(client, None)
+            return
+        count, _ = self.failures.pop(client, (0, 0.0))
+        count += 1
+        self.failures[client] = ((0, time.monotonic() + LOCKOUT_S) if count >= MAX_LOGIN_FAILURES
+                                 else (count, 0.0))
+        while len(self.failures) > MAX_LOGIN_CLIENTS:
+            self.failures.popitem(last=False)
+
+
 def serve(settings: Settings) -> None:
     """Serves the app on settings.host (127.0.0.1 unless told otherwise), never through a share link. The page
     is served first, then the bot is made on this thread (the index built first when it is empty) while the
@@ -248,6 +300,6 @@ def serve(settings: Settings) -> None:
     demo.launch(server_name=settings.host, server_port=settings.port, share=False, auth=settings.credentials,
                 auth_message="casebot: log in with the account your department set up.",
                 theme=gr.themes.Default(font=SANS, font_mono=MONO), css=STYLE, js=SCRIPT, prevent_thread_lock=True,
-                app_kwargs={"middleware": [Middleware(ApiGate, startup=startup)]})
+                app_kwargs={"middleware": [Middleware(ApiGate, startup=startup), Middleware(LoginGuard)]})
     startup.run(EXAMPLES[0])
     demo.block_thread()

@@ -4,9 +4,13 @@ behind the selected answer, filters, feedback on each answer, Markdown export, a
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
 import tempfile
 import uuid
 from datetime import datetime, timezone
+from functools import cache
 from pathlib import Path
 
 import gradio as gr
@@ -14,6 +18,7 @@ import gradio as gr
 from bot.answer import Answer
 from bot.conversation import QuestionError
 from bot.feedback import feedback_store
+from bot.index import IndexUnavailable
 from bot.retrieval import FILTER_KEYS, FilterError
 from bot.web.render import (answer_blocks, as_text, describe_filters, filter_choices, new_conversation_id,
                             sources_html, sources_markdown)
@@ -53,12 +58,23 @@ def conversation_markdown(turns: list[dict]) -> str:
     return "\n".join(lines)
 
 
+@cache
+def exports_folder() -> Path:
+    """This process's folder of conversation exports: its own (mode 0700, not a folder shared in /tmp, where other
+    users could read what clinicians asked), and removed when the process ends."""
+    folder = Path(tempfile.mkdtemp(prefix="casebot-exports-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
 def write_export(turns: list[dict], conversation_id: str) -> Path:
-    """The export file of one conversation, rewritten after each answer so the download is always current."""
-    folder = Path(tempfile.gettempdir()) / "casebot-exports" / conversation_id
-    folder.mkdir(parents=True, exist_ok=True)
+    """The export file of one conversation, rewritten after each answer so the download is always current;
+    readable by the server's user alone (0600). Gradio serves a copy of it from its own cache, which it clears."""
+    folder = exports_folder() / conversation_id
+    folder.mkdir(mode=0o700, exist_ok=True)
     path = folder / "casebot-conversation.md"
-    path.write_text(conversation_markdown(turns), encoding="utf-8")
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as handle:
+        handle.write(conversation_markdown(turns))
     return path
 
 
@@ -68,7 +84,8 @@ def turn_of(history: list[dict], message_index: int) -> int:
 
 
 def forget(startup: Startup, conversation_id: str) -> None:
-    """A closed session's conversation leaves the bot (if there is a bot yet)."""
+    """A closed (or cleared) session's conversation leaves the bot (if there is a bot yet), and its export the disk."""
+    shutil.rmtree(exports_folder() / conversation_id, ignore_errors=True)
     if startup.phase == READY:
         startup.bot.forget(conversation_id)
 
@@ -135,10 +152,11 @@ def build_chat_tab(startup: Startup, started: gr.State) -> None:
                     draft += piece
                     history[-1] = {"role": "assistant", "content": DRAFT + as_text(draft)}
                     yield history, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        except (QuestionError, FilterError, NotReady) as error:  # shown in the chat; nothing else changes
+        except (QuestionError, FilterError, NotReady, IndexUnavailable) as error:  # shown in the chat
             record["error"] = str(error)
             blocks = [f'<span class="answer-warning">{as_text(str(error))}</span>']
-            asked_again = message if isinstance(error, NotReady) else gr.skip()
+            # A question refused for now, not for what it says, goes back to its box to be asked again.
+            asked_again = message if isinstance(error, (NotReady, IndexUnavailable)) else gr.skip()
         else:
             feedback.record(conversation_id, answer)
             concepts = bot.retriever.concepts(answer.question)
@@ -203,8 +221,14 @@ def build_chat_tab(startup: Startup, started: gr.State) -> None:
     chatbot.clear(restart, conversation, reset_outputs, api_visibility="private")
 
     def current_filters():
-        """Each page offers the filter values of the library as it is now (cases may have been added)."""
-        now = filter_choices(list(startup.bot.retriever.refresh().cases.values()))
+        """Each page offers the filter values of the library as it is now (cases may have been added), or as
+        the bot last read it while the index is unreachable."""
+        retriever = startup.bot.retriever
+        try:
+            side = retriever.refresh()
+        except IndexUnavailable:
+            side = retriever.side
+        now = filter_choices(list(side.cases.values()))
         return [gr.Dropdown(choices=now[key]) for key in FILTER_KEYS]
 
     started.change(current_filters, None, filters, api_visibility="private")
@@ -217,7 +241,7 @@ def build_chat_tab(startup: Startup, started: gr.State) -> None:
         bot = startup.bot
         try:
             answer = bot.ask(question, name)
-        except QuestionError as error:
+        except (QuestionError, IndexUnavailable) as error:
             raise gr.Error(str(error)) from error
         feedback.record(name, answer)
         return answer.model_dump()

@@ -26,8 +26,13 @@ from bot.index import SideIndex
 from bot.teaching import markdown_html
 from bot.text import tokenize
 
-# Markdown punctuation, backslash-escaped in typed text so that it shows verbatim.
-_MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
+# Markdown punctuation, backslash-escaped in typed text so that it shows verbatim (":", "/" and "@" too: the
+# chat's Markdown makes a live link of any bare web or e-mail address).
+_MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_{}\[\]()#+\-.!|~:/@])")
+# What the chat's Markdown turns into a link by itself in answer text (the scheme's "//", "www.", an e-mail's "@").
+_AUTOLINK = re.compile(r"(?<=:)//|(?<=\bwww)\.|@", re.IGNORECASE)
+# What makes a link of case Markdown: [text](url), and <url> autolinks.
+_LINK_SYNTAX = re.compile(r"([\[\]<])")
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'-]*")
 _CASE_BLOCK = re.compile(r"(?=\n- )|(?=\n\n)")  # boundaries between an answer's case blocks, kept in place
 
@@ -37,6 +42,12 @@ def as_text(value: str) -> str:
     return _MARKDOWN_PUNCTUATION.sub(r"\\\1", html.escape(value, quote=False))
 
 
+def unlinked(text: str) -> str:
+    """Markdown text in which no web or e-mail address becomes a link: a case quoting "see https://..." must not
+    put a live link to a site nobody vetted in an answer. The address still shows as written."""
+    return _AUTOLINK.sub(lambda found: "".join("\\" + character for character in found.group()), text)
+
+
 def chip(case_id: str) -> str:
     return f'<span class="cite-chip" title="cited case {html.escape(case_id)}">{html.escape(case_id)}</span>'
 
@@ -44,7 +55,7 @@ def chip(case_id: str) -> str:
 def answer_text(text: str) -> str:
     """Answer Markdown for the chat: HTML escaped, stray brackets neutralised, each [case-id] a chip."""
     pieces = MARKER.split(html.escape(text, quote=False))  # text, case id, text, case id, ..., text
-    return "".join(chip(piece) if i % 2 else piece.replace("[", "\\[").replace("]", "\\]")
+    return "".join(chip(piece) if i % 2 else unlinked(piece.replace("[", "\\[").replace("]", "\\]"))
                    for i, piece in enumerate(pieces))
 
 
@@ -74,7 +85,7 @@ def marked_text(text: str, numbers: dict[str, int], titles: dict[str, str], targ
     Markdown): case `numbers`, `titles` on hover, each number leading to element `target(number)`."""
     pieces = MARKER.split(html.escape(text, quote=False))  # text, case id, text, case id, ..., text
     return "".join(cite_link(numbers[piece], titles.get(piece, piece), target(numbers[piece])) if i % 2
-                   else piece.replace("[", "\\[").replace("]", "\\]") for i, piece in enumerate(pieces))
+                   else unlinked(piece.replace("[", "\\[").replace("]", "\\]")) for i, piece in enumerate(pieces))
 
 
 def numbered_text(text: str, answer: Answer, turn: int) -> str:
@@ -136,14 +147,14 @@ def case_markdown(side: SideIndex, case_id: str) -> str:
 
 def case_html(case: Case, side: SideIndex | None = None) -> str:
     """A whole case for reading: its metadata, then its text (from the index, or the case's own body when it
-    is not indexed yet) rendered from Markdown with any HTML as text."""
+    is not indexed yet) rendered from Markdown with any HTML and any link as text."""
     facts = [("Subtype", case.subtype), ("Organs", ", ".join(case.organs)), ("Antibodies", ", ".join(case.antibodies)),
              ("Failed", ", ".join(case.failed_therapies)), ("Next", ", ".join(case.next_therapies)),
              ("Outcome", case.outcome), ("Evidence", case.evidence or ""), ("Source", case.source or case.path)]
     rows = "".join(f"<tr><th>{name}</th><td>{html.escape(value)}</td></tr>" for name, value in facts if value)
+    text = _LINK_SYNTAX.sub(r"\\\1", case_markdown(side, case.id) if side else case.body)
     return (f'<article class="case" data-case="{html.escape(case.id)}"><h3>{html.escape(case.title)}</h3>'
-            f'<p>{chip(case.id)}</p><table class="case-facts">{rows}</table>'
-            f"{markdown_html(case_markdown(side, case.id) if side else case.body)}</article>")
+            f'<p>{chip(case.id)}</p><table class="case-facts">{rows}</table>{markdown_html(text)}</article>')
 
 
 def sources_html(record: dict, number: int, side: SideIndex | None) -> str:
