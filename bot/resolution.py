@@ -100,7 +100,11 @@ class Resolver:
             return Resolution(kind="follow-up", reason="refers to the last answer's cases", cases=focus,
                               aspect=aspect, corrections=fixed)
         if singular or aspect:
-            case, reason = self._the_case_meant(question, focus, retriever)
+            # "the one who went on fluoxetine": among the last answer's cases, those holding what it names
+            holding = [cid for cid in focus if not self._named_elsewhere(question, [cid], retriever)]
+            case, reason = self._the_case_meant(question, holding or focus, retriever)
+            if case != focus[0] and reason.endswith("lead case"):
+                reason = "refers to the case of the last answer that holds what it names"
             return Resolution(kind="follow-up", reason=reason, cases=[case], aspect=aspect, corrections=fixed)
         return Resolution(kind="follow-up", reason="refers to the last answer", cases=focus, corrections=fixed)
 

@@ -90,12 +90,13 @@ def test_eval_set_is_big_enough_and_expects_every_case():
     assert expected <= {path.stem for path in CASE_FILES}, "eval expects a case that does not exist"
 
 
-# The eval set is written to be harder than the system (evals/clinician-phrasing.yaml, conversations.yaml):
-# measured 2026-12-03 at 283 of 294 question tests, 1 off-topic turn answered (vpkg-refuse-atrial-septostomy);
-# it was 280 on 2026-12-02 and 260 of 286 before the answering-core round two. The floor leaves two tests of
-# slack for another machine's floating point; raise it as the misses are fixed.
-MIN_PASSING_TESTS = 0.955
-MAX_OFF_TOPIC_ANSWERED = 1
+# The eval set is written to be harder than the system (evals/clinician-phrasing.yaml, conversations.yaml, and
+# bedside.yaml, written 2026-12-04 after the others all passed): measured 2026-12-04 at 327 of 330 tests, no
+# off-topic turn answered (the misses: three questions with words no case uses, "12 yo", "itching like mad",
+# "laxatives did nothing", refused by the gate). It was 305 of 312 on 2026-12-03 and 260 of 286 before the
+# answering-core round two. The floor leaves three tests of slack for another machine's floating point.
+MIN_PASSING_TESTS = 0.98
+MAX_OFF_TOPIC_ANSWERED = 0
 
 
 def test_the_eval_set_passes_through_chat_jsonl_at_its_measured_floor(knowledge_settings, knowledge_bot):

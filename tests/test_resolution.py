@@ -115,6 +115,20 @@ def test_a_follow_up_quotes_what_it_asks_about_not_what_names_the_case(knowledge
     assert "NT-proBNP 500" in " ".join(answer.citations[0].passages)
 
 
+def test_a_singular_reference_naming_a_therapy_means_the_case_of_the_last_answer_that_holds_it(knowledge_bot):
+    """Before: "and the one who went on fluoxetine?" was held to the last answer's lead case, which has none."""
+    conversation = "the-one-who"
+    first = knowledge_bot.ask("Raynaud's not controlled on nifedipine, what was tried?", conversation)
+    cited = [c.case_id for c in first.citations]
+    assert "vasc-lcssc-raynaud-losartan-fluoxetine-topical-nitrate" in cited[1:]
+    answer = knowledge_bot.ask("and the one who went on fluoxetine?", conversation)
+    assert [c.case_id for c in answer.citations] == ["vasc-lcssc-raynaud-losartan-fluoxetine-topical-nitrate"]
+    assert answer.resolution.kind == "follow-up" and "holds what it names" in answer.resolution.reason
+    knowledge_bot.ask("Raynaud's not controlled on nifedipine, what was tried?", conversation)
+    lead = knowledge_bot.ask("and her outcome?", conversation)  # names nothing: the lead case
+    assert lead.citations[0].case_id == cited[0]
+
+
 def test_off_topic_mid_conversation_is_refused_as_it_would_be_alone(knowledge_bot):
     first = knowledge_bot.ask("Renal crisis not responding to ACE inhibitors: options?", "mid-off-topic")
     assert not first.refused
