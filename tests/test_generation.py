@@ -381,7 +381,8 @@ def test_a_distorted_sentence_from_the_model_is_shown_unverified_and_a_faithful_
     with FakeScriptedOpenAIServer(lambda prompt: planted) as fake:
         bot = bot_with(knowledge_settings, knowledge_bot, llm="openai:scripted-model", openai_base_url=fake.url,
                        llm_passages=3)
-        answer = bot.ask(QUESTIONS[0], "scripted-distortion")
+        answer = bot.ask("Nintedanib added to mycophenolate for SSc-ILD losing FVC: how did it go?",
+                         "scripted-distortion")  # the case the planted sentences are about leads
     assert answer.backend == "openai:scripted-model", answer.warnings
     assert f"{FAITHFUL[:-1]} [{ILD_CASE}]." in answer.answer
     assert f"{DISTORTED} {UNVERIFIED_MARK}" in answer.answer
