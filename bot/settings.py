@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     candidates: int = Field(40, description="Chunks taken from each of dense and BM25 before fusion")
     rrf_k: int = Field(60, description="Reciprocal rank fusion constant, 1/(k + rank)")
     retrieval: Literal["hybrid", "dense", "bm25"] = Field("hybrid", description="Rankings fused (bench compares them)")
+    max_upload_mb: int = Field(10, ge=1, description="Largest file the web app accepts for upload, in MB: a case "
+                               "file (even a PDF) is far smaller; without a login anyone who reaches the page "
+                               "can upload")
     max_cases: int = Field(3, description="At most this many cases are cited in one answer")
     sentence_budget: int = Field(6, description="Quoted sentences per answer, shared among its cases (2 at least each)")
     table_cases_per_cell: int = Field(3, ge=1, description="Case markers per cell of a pathway table in an answer "

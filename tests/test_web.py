@@ -95,6 +95,26 @@ def post_json(url: str, body: dict) -> dict:
         return json.load(response)
 
 
+def upload(url: str, name: str, content: bytes) -> int:
+    """POSTs one file to Gradio's upload route as a browser does; the HTTP status."""
+    boundary = "casebot-test-boundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{name}\"\r\n"
+            "Content-Type: text/markdown\r\n\r\n").encode() + content + f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(url + "gradio_api/upload", data=body, method="POST",
+                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_an_upload_larger_than_a_case_file_can_be_is_refused_before_it_is_stored(server):
+    """Issue 21, item 15: with no login set, /gradio_api/upload took files of any size."""
+    assert upload(server, "case.md", b"# A case\n" * 100) == 200
+    assert upload(server, "huge.md", b"x" * (11 * 1024 * 1024)) == 413  # settings.max_upload_mb is 10
+
+
 def test_nul_and_other_control_characters_separate_words_instead_of_merging_them(server):
     """Issue 21, item 15: "renal\\x00crisis" was read as "renalcrisis"."""
     typed = "Renal\x00crisis\x00not responding to ACE\u00a0inhibitors:\x0boptions?"

@@ -299,6 +299,7 @@ def serve(settings: Settings) -> None:
     demo = build(startup)
     demo.launch(server_name=settings.host, server_port=settings.port, share=False, auth=settings.credentials,
                 auth_message="casebot: log in with the account your department set up.",
+                max_file_size=f"{settings.max_upload_mb}mb",
                 theme=gr.themes.Default(font=SANS, font_mono=MONO), css=STYLE, js=SCRIPT, prevent_thread_lock=True,
                 app_kwargs={"middleware": [Middleware(ApiGate, startup=startup), Middleware(LoginGuard)]})
     startup.run(EXAMPLES[0])
