@@ -4,11 +4,10 @@ conversations that switch topic, return to an earlier case and ask something off
 Targets (SPEC section 7 and the answering-core issue): the expected case cited for at least 95% of the
 answerable turns, every off-topic turn refused (alone or mid-conversation), no refusal of a turn whose
 expected case ranks first, and the [case-id] markers of each answer matching its citations one for one.
-Measured 2026-12-03 (the gate's off-topic topics tokenised as the index is, "anyone"/"actually" read as how a
-question is asked, a recorded failure leading only among cases that hold what is asked): 160 of 166 answerable
-turns right (96.4%; it was 159 on 2026-12-02 and 150 before round two), 0 of 21 off-topic turns answered (it was 1,
-lupus nephritis), none mid-conversation; first citation right for 145 of 155 single-case turns (93.5%; it was
-142). Turns refused with their expected case first: 2. One of them is a disagreement with this set's label rather
+Measured 2026-12-04 (front matter choosing the lead and its companions, follow-ups read without the words that
+name their case): 161 of 166 answerable turns right (97.0%; 160 on 2026-12-03, 159 on 2026-12-02, 150 before round
+two), 0 of 21 off-topic turns answered, none mid-conversation; first citation right for 145 of 155 single-case
+turns (93.5%, as on 2026-12-03). Turns refused with their expected case first: 2. One of them is a disagreement with this set's label rather
 than a miss: "any case with IV sodium thiosulfate?" is refused because no case mentions it (bot/gate.py), while the
 set expects the nearest calcinosis case. The floors below leave a turn or two of slack for another machine, except
 off-topic answers: the target is none."""
