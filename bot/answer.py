@@ -144,9 +144,9 @@ def defused(sentence: str) -> str:
     return sentence.replace("[", "(").replace("]", ")")
 
 
-def refusal(retriever: Retriever, settings: Settings, unheld: list[str] = ()) -> str:
-    """Says plainly that nothing in the library answers (naming what no case mentions, when that is why), and
-    what the library does cover."""
+def refusal(retriever: Retriever, settings: Settings, gate: GateDecision) -> str:
+    """Says plainly that nothing in the library answers (naming what no case mentions, or that the question named
+    nothing, when that is why), and what the library does cover."""
     cases = retriever.cases.values()
     organs = Counter(organ for case in cases for organ in case.organs)
     if organs:
@@ -155,7 +155,10 @@ def refusal(retriever: Retriever, settings: Settings, unheld: list[str] = ()) ->
     else:
         titles = [case.title for case in list(cases)[:3]]
         organ_summary = (", for example: " + "; ".join(titles)) if titles else ""
-    missing = f" No case in it mentions {', '.join(unheld)}." if unheld else ""
+    missing = f" No case in it mentions {', '.join(gate.unheld)}." if gate.unheld else ""
+    if gate.nothing_asked:
+        missing = (" The question names nothing to look for, and there is no earlier answer here for it to refer "
+                   "back to: name the therapy, organ or finding you mean.")
     return prompt(settings.prompts_dir, "refusal.md").format(n_cases=len(retriever.cases), organ_summary=organ_summary,
                                                              missing=missing)
 

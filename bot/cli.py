@@ -203,8 +203,9 @@ def run_calibrate(args: argparse.Namespace, settings: Settings) -> int:
         rows = [(q, True) for q, _ in example_questions(retriever, calibration, settings.gate_calibration_questions)]
         rows += [(q, False) for q in off_topic_questions(retriever, calibration)]
         for question, answerable in rows:
-            hits = retriever.search(question)
-            known = retriever.library_coverage(retriever.concepts(question))
+            concepts = retriever.concepts(question)  # none: refused before any score ("hello")
+            hits = retriever.search(question) if concepts else []
+            known = retriever.library_coverage(concepts)
             score = max((model.score(features(h, known)) for h in hits), default=float("-inf"))
             wrong = (score >= model.threshold) != answerable
             print(f"{'WRONG ' if wrong else ''}{'answer' if answerable else 'refuse'} {score:6.2f}  {question}")

@@ -171,7 +171,7 @@ class CaseBot:
         if follow_up:
             for hit in hits:
                 hit.coverage = retriever.coverage(concepts, hit.case.id)
-        chosen, gate = self.gate.decide(hits, concepts, retriever)
+        chosen, gate = self.gate.decide(hits, concepts, retriever, follow_up)
         generated, unsupported, verify_ms = None, [], None
         if chosen and self.backend:
             shown = evidence(chosen, retriever, self.settings.llm_passages)
@@ -189,7 +189,7 @@ class CaseBot:
             text, citations = compose(question_read, chosen, asked, retriever, self.settings, filters,
                                       aspect=resolution.aspect)
         else:
-            text, citations = refusal(retriever, self.settings, gate.unheld), []
+            text, citations = refusal(retriever, self.settings, gate), []
         done = time.perf_counter()
         timings = {"retrieve": round((retrieved_at - started - condense_s) * 1000, 1),
                    "generate": round((done - retrieved_at) * 1000, 1),

@@ -32,7 +32,7 @@ from bot.settings import Settings
 from bot.text import sentences, tokenize
 
 FEATURES = ("similarity", "coverage", "library_coverage", "support")
-GATE_VERSION = "logistic-v7"  # part of the cache key: a change to features or fitting refits every library
+GATE_VERSION = "logistic-v8"  # part of the cache key: a change to features or fitting refits every library
 L2 = 1.0  # ridge penalty of the fit, on standardised features
 WINDOW_WORDS = 6
 # The sentences calibration questions are written from: whole ones. A snippet cut mid-word ("Nodu events", "highl")
@@ -51,6 +51,7 @@ class GateDecision(BaseModel):
     features: dict[str, float]
     reason: str
     unheld: list[str] = []  # what the question names that no case of the library mentions
+    nothing_asked: bool = False  # a new question whose words name nothing to look for ("how is she now?" first)
 
 
 class GateModel(BaseModel):
@@ -113,11 +114,18 @@ class Gate:
                 self._model = self._cached(key) or self._fit_and_store(retriever, key)
             return self._model
 
-    def decide(self, hits: list[CaseHit], concepts: list[Concept], retriever: Retriever
+    def decide(self, hits: list[CaseHit], concepts: list[Concept], retriever: Retriever, follow_up: bool = False
                ) -> tuple[list[CaseHit], GateDecision]:
-        """The cases to answer from (lead first, in ranked order; empty to refuse) and the decision's reasons."""
+        """The cases to answer from (lead first, in ranked order; empty to refuse) and the decision's reasons.
+        `follow_up`: the question was read as pointing back at the last answer's cases (bot/resolution.py), so
+        words that only point ("and the outcome?") are enough."""
         model = self.model(retriever)
         known = retriever.library_coverage(concepts)
+        if not concepts and not follow_up:  # every case "holds all" of nothing: coverage would be 1.0 everywhere
+            return [], GateDecision(
+                answer=False, score=None, threshold=round(model.threshold, 3), features={}, nothing_asked=True,
+                reason="refused: the question names nothing to look for (a therapy, organ, finding or word of a "
+                       "case), and there is no earlier answer in this conversation it could refer back to")
         unheld = [c.label for c in concepts if c.lexical and not retriever.library_holds(c)]
         if unheld:  # the question is about something no case has: a near-domain case would be a wrong answer
             return [], GateDecision(
@@ -290,9 +298,14 @@ def off_topic_questions(retriever: Retriever, calibration: Calibration) -> list[
     return kept
 
 
-def _best(retriever: Retriever, question: str) -> np.ndarray:
+def _best(retriever: Retriever, question: str) -> np.ndarray | None:
+    """The features of the question's best case; None for a question that names nothing ("hello"), which
+    `Gate.decide` refuses before any score, so it must not move the fitted threshold either."""
+    concepts = retriever.concepts(question)
+    if not concepts:
+        return None
     hits = retriever.search(question)
-    known = retriever.library_coverage(retriever.concepts(question))
+    known = retriever.library_coverage(concepts)
     if not hits:
         return np.array([0.0, 0.0, known, 0.0])
     best = max(hits, key=lambda h: h.coverage + h.similarity)
@@ -302,8 +315,8 @@ def _best(retriever: Retriever, question: str) -> np.ndarray:
 def fit(retriever: Retriever, calibration: Calibration, limit: int, key: str) -> GateModel:
     """A ridge-penalised logistic regression (Newton's method) on standardised features, classes weighted
     equally; the threshold is the middle of the score interval with the fewest errors."""
-    positives = [_best(retriever, q) for q, _ in example_questions(retriever, calibration, limit)]
-    negatives = [_best(retriever, q) for q in off_topic_questions(retriever, calibration)]
+    positives = [x for q, _ in example_questions(retriever, calibration, limit) if (x := _best(retriever, q)) is not None]
+    negatives = [x for q in off_topic_questions(retriever, calibration) if (x := _best(retriever, q)) is not None]
     if not positives or not negatives:
         return GateModel(key=key, weights=[1.0] * len(FEATURES), bias=0.0, threshold=float("-inf"), positives=len(positives),
                          negatives=len(negatives), false_refusals=0, false_answers=0, margin=0.0)

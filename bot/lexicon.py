@@ -11,6 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from bot.text import stem
+
 GROUPS = ("organs", "subtypes", "antibodies", "therapies", "terms")
 _LISTED = re.compile(r"\s*(?:,|\+|/|&|,?\s*and|,?\s*or|plus)?\s*", re.IGNORECASE)  # between listed names
 _JOINS = re.compile(r"[\s\-\u2010-\u2015]+")  # spaces and hyphens between the parts of a name
@@ -125,16 +127,19 @@ class Lexicon:
     def corrected(self, text: str, known: Callable[[str], bool]) -> tuple[str, list[Correction]]:
         """`text` with misspelt lexicon words put right ("mycophenolte" -> "mycophenolate"), so the question
         is understood as the clinician meant it. A word is only changed when neither the lexicon nor the
-        library (`known`) has it and one lexicon word is within SPELLING_CUTOFF of it."""
+        library (`known`) has it and one lexicon word is within SPELLING_CUTOFF of it; or when the word is a
+        lexicon word cut short to its stem ("cyclophosphamid"), which the library seems to know only because it
+        is stored stemmed, while the lexicon, matched on whole words, would miss it."""
         corrections: list[Correction] = []
 
         def fix(match: re.Match[str]) -> str:
             word = match.group(0)
             lower = word.lower()
-            if len(word) < SPELLING_MIN_LENGTH or lower in self._spellable or known(lower):
+            if len(word) < SPELLING_MIN_LENGTH or lower in self._spellable:
                 return word
             close = difflib.get_close_matches(lower, list(self._spellable), n=1, cutoff=SPELLING_CUTOFF)
-            if not close:
+            cut_short = stem(lower) == lower and stem(close[0]) == lower if close else False
+            if not close or known(lower) and not cut_short:
                 return word
             corrections.append(Correction(word, close[0]))
             return close[0]

@@ -4,6 +4,8 @@ the library's question; a word merely close to a library word is not."""
 
 from __future__ import annotations
 
+import pytest
+
 from bot.gate import example_questions
 from bot.text import tokenize
 
@@ -29,6 +31,21 @@ def test_a_misspelling_is_read_as_the_library_word_but_a_merely_similar_word_is_
     for word in ("insurance", "bread", "scrubs"):  # 0.8 read these as injury, breadth, scrub...
         token = tokenize([word])[0]
         assert retriever.corrected(token) == token, word
+
+
+@pytest.mark.parametrize("question, case_id", [
+    ("12 yo girl with dcSSc and calcinosis, anything?", "skin-juvenile-dcssc-methotrexate-to-mmf"),
+    ("itching like mad in early diffuse disease", "skin-dcssc-pruritus-antihistamine-failure-mmf"),
+    ("laxatives did nothing for her constipation", "gi-lcssc-chronic-constipation-prucalopride"),
+    ("rituximab after cyclophosphamid didnt help the lungs", "ild-cyc-failure-rituximab"),
+])
+def test_bedside_shorthand_and_colloquial_words_are_not_read_as_topics_the_library_lacks(knowledge_bot, question,
+                                                                                      case_id):
+    """Before: "yo", "mad", "nothing", "didnt" weighed as the rarest words of all (no case has them), so the
+    library seemed to hold half of each question and each was refused although its case ranked first."""
+    answer = knowledge_bot.ask(question, f"colloquial-{question}")
+    assert not answer.refused, answer.gate.reason
+    assert answer.citations[0].case_id == case_id
 
 
 def test_calibration_questions_hold_words_their_case_lacks_as_real_questions_do(knowledge_bot):

@@ -22,6 +22,24 @@ def test_the_first_question_is_a_new_topic(knowledge_bot):
     assert resolve(knowledge_bot, "What did she get before that?", []).kind == "new-topic"
 
 
+@pytest.mark.parametrize("question", ["how is she now?", "and the outcome?", "any cases?"])
+def test_words_that_only_point_back_are_refused_first_and_answered_after_an_answer(knowledge_bot, question):
+    """Before: "how is she now?" as a conversation's first question was answered from three unrelated cases (it
+    names nothing, so every case "held all" of it). After an answer the same words are a follow-up on it."""
+    alone = knowledge_bot.ask(question, f"first-{question}")
+    assert alone.refused and alone.citations == [] and alone.gate.nothing_asked
+    assert "names nothing to look for" in alone.answer
+    conversation = f"after-{question}"
+    first = knowledge_bot.ask("Renal crisis not responding to ACE inhibitors: options?", conversation)
+    assert not first.refused
+    if question != "any cases?":  # no back-reference: a new question that still names nothing
+        after = knowledge_bot.ask(question, conversation)
+        assert not after.refused and after.resolution.kind == "follow-up"
+        assert after.citations[0].case_id in {c.case_id for c in first.citations}
+    else:
+        assert knowledge_bot.ask(question, conversation).refused
+
+
 @pytest.mark.parametrize("question", ["what is the capital of France?", "Who won the 2018 World Cup?",
                                       "RTX after CYC failure for lung", "CellCept intolerance - alternatives?"])
 def test_a_question_that_does_not_point_back_is_a_new_topic_however_short(knowledge_bot, question):
@@ -160,6 +178,10 @@ def test_a_misspelt_drug_is_understood_and_said_so(knowledge_bot):
     ("MMF and CYC failed for the lungs", ["mycophenolate mofetil", "cyclophosphamide"]),
     ("CYC failed, then rituximab: how did it go?", ["cyclophosphamide"]),  # what came next did not fail
     ("Ofev added to MMF for progressive SSc-ILD", ["mycophenolate mofetil"]),  # what it was added to was not enough
+    ("MMF didnt help her skin, what next?", ["mycophenolate mofetil"]),  # as typed at the bedside
+    ("nifedipine did nothing for the Raynaud's", ["calcium-channel blockers"]),
+    ("bosentan was no use", ["bosentan"]),
+    ("nifedipine for Raynaud's: did nothing else help?", []),  # "nothing else" is not said of nifedipine
 ])
 def test_the_failed_therapy_is_the_one_the_failure_is_said_of(knowledge_bot, question, failed):
     assert knowledge_bot.retriever.language.failed_therapies(question, LEXICON) == failed
@@ -206,3 +228,6 @@ def test_spelling_is_corrected_only_towards_the_lexicon_and_never_for_words_the_
                                                            ("cyclophosphamid", "cyclophosphamide")]
     kept, none = LEXICON.corrected("rituximb", lambda w: True)
     assert kept == "rituximb" and none == []
+    # A lexicon word cut to its stem looks known (the library is stored stemmed) but the lexicon would miss it
+    assert LEXICON.corrected("cyclophosphamid", lambda w: True)[0] == "cyclophosphamide"
+    assert LEXICON.corrected("kidneys and lungs", lambda w: True) == ("kidneys and lungs", [])
