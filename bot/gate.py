@@ -32,7 +32,7 @@ from bot.settings import Settings
 from bot.text import sentences, tokenize
 
 FEATURES = ("similarity", "coverage", "library_coverage", "support")
-GATE_VERSION = "logistic-v8"  # part of the cache key: a change to features or fitting refits every library
+GATE_VERSION = "logistic-v9"  # part of the cache key: a change to features or fitting refits every library
 L2 = 1.0  # ridge penalty of the fit, on standardised features
 WINDOW_WORDS = 6
 # The sentences calibration questions are written from: whole ones. A snippet cut mid-word ("Nodu events", "highl")

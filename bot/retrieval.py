@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import difflib
 import math
+import re
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ import numpy as np
 from chromadb.errors import ChromaError
 
 from bot.cases import ORGANS, Case
-from bot.embedding import MiniLMEmbeddings
+from bot.embedding import MiniLMEmbeddings, whole_words
 from bot.index import INGESTING, CaseIndex, SideIndex
 from bot.lexicon import Lexicon, QuestionLanguage
 from bot.settings import Settings
@@ -246,10 +247,21 @@ class Retriever:
                 rest = self.lexicon.strip(rest, term)
             concepts.append(Concept(surface, alternatives, max((self.idf(t) for t in own), default=0.0),
                                     lexical=any(term.group != "terms" for term in terms)))
-        for token in dict.fromkeys(self.corrected(tokenize([rest])[0])):
+        surfaces = {token: word.lower() for word in re.findall(r"[^\W\d_]+", rest) for token in tokenize([word])[0]}
+        for written in dict.fromkeys(tokenize([rest])[0]):
+            token = self.corrected([written])[0]
             if token not in self._filler and not token.isdigit():
-                concepts.append(Concept(token, [{token}], self.idf(token)))
+                concepts.append(Concept(token, [{token}], self.weight(token, surfaces.get(written))))
         return concepts
+
+    def weight(self, token: str, written: str | None) -> float:
+        """A word's rarity in the library (IDF). A word no case uses weighs as the rarest of all when it is
+        technical ("sunscreen", "warfarin": a topic the library lacks), but only as an everyday word of the
+        library when it is everyday English, which the embedding model holds whole ("big", "echo", "mad"): the
+        question is still about what its other words name."""
+        if token in self.side.doc_freq or written is None or written not in whole_words():
+            return self.idf(token)
+        return math.log(1 + 1 / self.settings.everyday_word_share)
 
     @staticmethod
     def stem(word: str) -> str:

@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     # Relevance gate (bot/gate.py): fitted on each library itself; these only shape its fit and the answer.
     gate_calibration_questions: int = Field(400, ge=10, description="Questions written from the library's cases "
                                             "to fit the gate on (a sample of cases in a larger library)")
+    everyday_word_share: float = Field(0.03, gt=0, le=1, description="A question's word that no case uses but "
+                                       "that is everyday English (held whole by the embedding model's vocabulary) "
+                                       "weighs as a word in this share of the library's chunks: the middle of the "
+                                       "calibration's everyday band (gate_calibration.yaml padding.chunk_share)")
     spelling_cutoff: float = Field(0.88, gt=0, le=1, description="A word the library does not know is read as "
                                    "its closest library word at or above this difflib ratio ('toclizumab' -> "
                                    "'tocilizumab' 0.95); 0.8 read 'insurance' as 'injury' and 'bread' as 'breadth'")

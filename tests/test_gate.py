@@ -48,6 +48,20 @@ def test_bedside_shorthand_and_colloquial_words_are_not_read_as_topics_the_libra
     assert answer.citations[0].case_id == case_id
 
 
+def test_a_word_no_case_uses_weighs_little_when_everyday_english_and_most_when_technical(knowledge_bot):
+    """Before: "big" in "big pericardial effusion ..." weighed as much as "sunscreen" (neither is in any case),
+    so the library seemed to hold half the question and it was refused. The embedding model's vocabulary tells
+    everyday English (held whole) from technical words (split into pieces)."""
+    retriever = knowledge_bot.retriever
+    weights = {c.label: c.weight for c in retriever.concepts("pizza sunscreen")}
+    assert weights["pizza"] < weights["sunscreen"] and weights["sunscreen"] == retriever.idf("sunscreen")
+    answer = knowledge_bot.ask("big pericardial effusion on echo in lcSSc - did they drain it?", "everyday-word")
+    assert not answer.refused and answer.citations[0].case_id == "heart-lcssc-pericardial-effusion-pah"
+    for question in ("Which sunscreen factor do you suggest for photosensitive cutaneous lupus?",
+                     "INR target on warfarin after a mitral valve replacement?", "knee replacement rehab timeline?"):
+        assert knowledge_bot.ask(question, f"technical-{question}").refused, question
+
+
 def test_calibration_questions_hold_words_their_case_lacks_as_real_questions_do(knowledge_bot):
     """Half the calibration questions carry the library's everyday words that their case does not use, so the
     fit sees answerable questions whose words are not all in the case (the external set's "mechanism of action
