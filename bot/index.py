@@ -117,8 +117,23 @@ def chroma_client(settings: Settings):
         from urllib.parse import urlparse
 
         url = urlparse(settings.chroma_url)
-        return chromadb.HttpClient(host=url.hostname or "127.0.0.1", port=url.port or 8000,
-                                   ssl=url.scheme == "https", settings=chroma_settings)
+        base = f"{url.scheme or 'http'}://{url.hostname or '127.0.0.1'}:{url.port or 8000}"
+        # chromadb's HTTP session never times out, not even for its first heartbeat: a server that accepts and then
+        # hangs would hold the start (and later each question, and a web worker) for ever. So the server is asked
+        # first with a timeout here, and the session is given one after; a read that takes longer than
+        # chroma_timeout raises httpx.ReadTimeout, which `reaching` turns into IndexUnavailable.
+        try:
+            httpx.get(f"{base}/api/v2/heartbeat", timeout=settings.chroma_timeout).raise_for_status()
+            client = chromadb.HttpClient(host=url.hostname or "127.0.0.1", port=url.port or 8000,
+                                         ssl=url.scheme == "https", settings=chroma_settings)
+        except (httpx.HTTPError, ValueError) as error:  # chromadb's own failure names no address
+            raise IndexUnavailable(f"the Chroma server at {settings.chroma_url} (CASEBOT_CHROMA_URL) could not be "
+                                   f"reached ({type(error).__name__}: {error}); start it (`chroma run`) or correct "
+                                   "the address") from error
+        session = getattr(getattr(client, "_server", None), "_session", None)
+        if isinstance(session, httpx.Client):
+            session.timeout = httpx.Timeout(settings.chroma_timeout)
+        return client
     settings.db.mkdir(parents=True, exist_ok=True)
     return chromadb.PersistentClient(path=str(settings.db), settings=chroma_settings)
 

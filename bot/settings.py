@@ -25,6 +25,8 @@ class Settings(BaseSettings):
 
     db: Path = Field(Path(".casebot/chroma"), description="Embedded Chroma folder (ignored with chroma_url)")
     chroma_url: str | None = Field(None, description="Chroma server, e.g. http://127.0.0.1:8000")
+    chroma_timeout: float = Field(120.0, gt=0, description="Seconds one call to the Chroma server may take before "
+                                  "the question is answered with 'not reachable' (a hung server holds nothing)")
     knowledge: Path = Field(Path("knowledge"), description="Case library folder (cases/ and lexicon.yaml)")
     lexicon: Path | None = Field(None, description="Lexicon file; default: the knowledge folder's, else the bundled one")
     llm: str = Field("extractive", description="Answer backend: extractive | llamacpp:PATH.gguf | openai:MODEL | ollama:MODEL")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -169,6 +170,45 @@ def test_chat_jsonl_says_the_index_is_unreachable_while_the_chroma_server_is_dow
         chat.stdin.close()
         assert chat.wait(timeout=120) == 2  # a line was not answered
         assert "Traceback" not in chat.stderr.read()
+    finally:
+        if chat.poll() is None:
+            chat.kill()
+            chat.wait()
+
+
+def test_a_command_started_with_the_server_down_names_the_address_it_tried(fault_library):
+    """Before: "Could not connect to a Chroma server. Are you sure it is running?", naming no address."""
+    address = f"http://127.0.0.1:{free_port()}"
+    done = run_casebot("ask", RENAL, env={**fault_library, "CASEBOT_CHROMA_URL": address})
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"the Chroma server at {address} (CASEBOT_CHROMA_URL) could not be reached" in done.stderr
+
+
+def test_a_hung_chroma_server_costs_a_question_its_timeout_not_the_process(chroma, fault_library):
+    """Before: chromadb's HTTP session had no timeout, so a server that stopped answering (here: SIGSTOP, as a
+    frozen host would) held the question, and every later one, for ever. Now the question is answered with the
+    reason after CASEBOT_CHROMA_TIMEOUT, and once the server moves again the same process answers."""
+    chat = subprocess.Popen([*CASEBOT, "chat", "--jsonl"], cwd=PROJECT_ROOT,
+                            env={**os.environ, **fault_library, "CASEBOT_CHROMA_TIMEOUT": "5"},
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def ask(question: str) -> dict:
+        chat.stdin.write(json.dumps({"question": question, "conversation": "hung"}) + "\n")
+        chat.stdin.flush()
+        line = chat.stdout.readline()
+        assert line, f"casebot chat ended: {chat.stderr.read()}"
+        return json.loads(line)
+
+    try:
+        assert [c["case_id"] for c in ask(RENAL)["citations"]] == ["renal-plex"]
+        os.kill(chroma.process.pid, signal.SIGSTOP)
+        try:
+            assert ask(ULCERS) == {"error": f"line 2: {unreachable(chroma)}", "line": 2}
+        finally:
+            os.kill(chroma.process.pid, signal.SIGCONT)
+        assert [c["case_id"] for c in ask(ULCERS)["citations"]] == ["skin-iloprost-link"]
+        chat.stdin.close()
+        assert chat.wait(timeout=120) == 2 and "Traceback" not in chat.stderr.read()
     finally:
         if chat.poll() is None:
             chat.kill()
