@@ -4,8 +4,8 @@ conversations that switch topic, return to an earlier case and ask something off
 Targets (SPEC section 7 and the answering-core issue): the expected case cited for at least 95% of the
 answerable turns, every off-topic turn refused (alone or mid-conversation), no refusal of a turn whose
 expected case ranks first, and the [case-id] markers of each answer matching its citations one for one.
-Measured 2026-12-04 (front matter choosing the lead and its companions, follow-ups read without the words that
-name their case): 161 of 166 answerable turns right (97.0%; 160 on 2026-12-03, 159 on 2026-12-02, 150 before round
+Measured 2026-12-07 (a first question naming nothing refused, everyday words no case uses weighed as everyday
+words; unchanged from 2026-12-04, when front matter began choosing the lead and its companions): 161 of 166 answerable turns right (97.0%; 160 on 2026-12-03, 159 on 2026-12-02, 150 before round
 two), 0 of 21 off-topic turns answered, none mid-conversation; first citation right for 145 of 155 single-case
 turns (93.5%, as on 2026-12-03). Turns refused with their expected case first: 2. One of them is a disagreement with this set's label rather
 than a miss: "any case with IV sodium thiosulfate?" is refused because no case mentions it (bot/gate.py), while the
