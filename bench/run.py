@@ -65,12 +65,14 @@ def build_library(folder: Path, size: int) -> Path:
 
 
 def questions() -> list[tuple[str, dict, list[str]]]:
-    """First-turn questions of the shipped eval set with their filters and the cases they expect."""
+    """First-turn questions of the shipped eval set with their filters and the cases they expect (not the
+    patients-like-mine tests, which give a vignette, not a question)."""
     out = []
     for path in sorted((PROJECT_ROOT / "evals").glob("*.yaml")):
         for test in load_suite(path).tests:
             step = test.steps()[0]
-            out.append((step.question, step.filters, step.expect_cases + step.expect_any))
+            if step.question:
+                out.append((step.question, step.filters, step.expect_cases + step.expect_any))
     return out
 
 
