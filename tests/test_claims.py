@@ -3,10 +3,9 @@ citation and distortions (changed outcome, measure direction, therapy action, ne
 case) must lose it. Counts only; timings are for bench/verifier.py. Then `casebot check`, the same claim check
 pointed at the library itself.
 
-Targets (issue 16): at least 95% of each, per kind. Met on the shipped probes overall (not yet for every kind);
-not on the heldout ones: the floors below are the counts measured on 2026-12-04 (tests/probes/probe.py, the
-check tuned on the shipped probes only, the heldout probes only counted), so a regression fails; the targets
-stay in the issue."""
+Targets (issue 16): at least 95% of each, per kind. Not met: the floors below are the counts measured on
+2026-12-07 (tests/probes/probe.py, the check tuned on the older shipped probes only, the newer shipped and the
+heldout probes only counted), so a regression fails; the targets stay in the issue."""
 
 from __future__ import annotations
 
@@ -21,10 +20,11 @@ from bot.settings import PROJECT_ROOT, load_settings
 from bot.verification import CitationVerifier
 from probes.probe import Result, library_passages, load_probes, run
 
-# library -> (faithful kept, distortions caught), measured 2026-12-04: shipped 89/91 and 104/106, heldout 27/32
-# and 46/50 (2026-12-03: shipped 78/81 and 89/100, heldout 27/32 and 44/50). The check is deterministic, so the
-# floors are the measured counts.
-FLOORS = {"shipped": (89, 104), "heldout": (27, 46)}
+# library -> (faithful kept, distortions caught), measured 2026-12-07: shipped 105/115 and 121/130 after 48
+# probes over eight unprobed cases were written (before the check was run on them: 16/24 kept, 17/24 caught, so
+# the check had fitted the older shipped probes, 89/91 and 104/106), heldout 27/32 and 46/50 (2026-12-03: shipped
+# 78/81 and 89/100, heldout 27/32 and 44/50). The check is deterministic, so the floors are the measured counts.
+FLOORS = {"shipped": (105, 121), "heldout": (27, 46)}
 # The issue asks for at least 200 planted sentences.
 MIN_PROBES = 200
 KINDS = {"faithful", "outcome", "measure", "action", "negation", "severity", "order", "case"}
