@@ -195,3 +195,24 @@ def test_questions_answered_while_another_process_ingests_into_the_same_index_al
     assert failures == [] and answered > 0
     after = bot.ask("Calcinosis: were intralesional injections given?", "after")
     assert after.citations and after.citations[0].case_id.startswith("skin-")
+
+
+def test_conversations_kept_are_bounded_and_a_huge_conversation_id_is_kept_as_its_digest(knowledge_settings,
+                                                                                       knowledge_bot, monkeypatch):
+    """Issue 21, item 14: conversations were kept for ever under ids of any size (800 ids of 250 KB: +247 MB RSS,
+    kept). The least recently used is forgotten past MAX_CONVERSATIONS, and a long id is stored as its digest
+    while still naming the same conversation (bench/soak.py measures the memory of 10,000)."""
+    import bot.conversation
+
+    monkeypatch.setattr(bot.conversation, "MAX_CONVERSATIONS", 3)
+    own = CaseBot(knowledge_settings, log=lambda message: None)  # the shared bot's conversations are left alone
+    own.ask("Renal crisis not responding to ACE inhibitors: options?", "oldest")
+    for name in ("second", "third", "fourth"):
+        own.ask("SIBO with weight loss in dcSSc", name)
+    assert own.conversation("oldest").turns == []  # forgotten: a follow-up there starts afresh
+    assert own.ask("What came after that?", "oldest").resolution.kind == "new-topic"
+    huge = "x" * 250_000
+    first = own.ask("Renal crisis not responding to ACE inhibitors: options?", huge)
+    follow_up = own.ask("What came after that?", huge)
+    assert follow_up.resolution.kind == "follow-up" and set(follow_up.resolution.cases) <= set(first.retrieved)
+    assert all(len(name) <= bot.conversation.MAX_CONVERSATION_ID_CHARS for name in own._conversations)
