@@ -157,8 +157,8 @@ def refusal(retriever: Retriever, settings: Settings, gate: GateDecision) -> str
         organ_summary = (", for example: " + "; ".join(titles)) if titles else ""
     missing = f" No case in it mentions {', '.join(gate.unheld)}." if gate.unheld else ""
     if gate.nothing_asked:
-        missing = (" The question names nothing to look for, and there is no earlier answer here for it to refer "
-                   "back to: name the therapy, organ or finding you mean.")
+        missing = (" The question names nothing to look for, and there is no earlier answer here (or filter) for it "
+                   "to refer to: name the therapy, organ or finding you mean.")
     return prompt(settings.prompts_dir, "refusal.md").format(n_cases=len(retriever.cases), organ_summary=organ_summary,
                                                              missing=missing)
 

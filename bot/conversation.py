@@ -171,7 +171,7 @@ class CaseBot:
         if follow_up:
             for hit in hits:
                 hit.coverage = retriever.coverage(concepts, hit.case.id)
-        chosen, gate = self.gate.decide(hits, concepts, retriever, follow_up)
+        chosen, gate = self.gate.decide(hits, concepts, retriever, anchored=follow_up or bool(filters))
         generated, unsupported, verify_ms = None, [], None
         if chosen and self.backend:
             shown = evidence(chosen, retriever, self.settings.llm_passages)

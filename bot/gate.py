@@ -114,18 +114,19 @@ class Gate:
                 self._model = self._cached(key) or self._fit_and_store(retriever, key)
             return self._model
 
-    def decide(self, hits: list[CaseHit], concepts: list[Concept], retriever: Retriever, follow_up: bool = False
+    def decide(self, hits: list[CaseHit], concepts: list[Concept], retriever: Retriever, anchored: bool = False
                ) -> tuple[list[CaseHit], GateDecision]:
         """The cases to answer from (lead first, in ranked order; empty to refuse) and the decision's reasons.
-        `follow_up`: the question was read as pointing back at the last answer's cases (bot/resolution.py), so
-        words that only point ("and the outcome?") are enough."""
+        `anchored`: the question is tied to cases by something besides its words, a follow-up on the last
+        answer's cases (bot/resolution.py) or filters ("what was tried when first-line treatment failed?" with
+        organ: kidney), so words that only point ("and the outcome?") are enough."""
         model = self.model(retriever)
         known = retriever.library_coverage(concepts)
-        if not concepts and not follow_up:  # every case "holds all" of nothing: coverage would be 1.0 everywhere
+        if not concepts and not anchored:  # every case "holds all" of nothing: coverage would be 1.0 everywhere
             return [], GateDecision(
                 answer=False, score=None, threshold=round(model.threshold, 3), features={}, nothing_asked=True,
                 reason="refused: the question names nothing to look for (a therapy, organ, finding or word of a "
-                       "case), and there is no earlier answer in this conversation it could refer back to")
+                       "case), and neither an earlier answer in this conversation nor a filter says what it means")
         unheld = [c.label for c in concepts if c.lexical and not retriever.library_holds(c)]
         if unheld:  # the question is about something no case has: a near-domain case would be a wrong answer
             return [], GateDecision(
