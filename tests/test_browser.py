@@ -30,7 +30,8 @@ LOGIN = ("clinician", "correct-horse-battery")
 RENAL = "Renal crisis not responding to ACE inhibitors: options?"
 LUNG = "Lung fibrosis progressing on mycophenolate: what was added?"
 FOLLOW_UP = "What came after that?"
-BROAD = "What was tried when the first treatment failed?"
+# It names SSc: a question naming nothing at all is refused unless a filter anchors it (bot/gate.py nothing_asked).
+BROAD = "What was tried when the first treatment failed in SSc patients?"
 XSS = "<img src=x onerror=alert(1)>"
 
 
