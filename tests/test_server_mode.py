@@ -144,6 +144,15 @@ def unreachable(chroma: ChromaServer) -> str:
     return f"the case index at {chroma.url} is not reachable; try again shortly"
 
 
+def jsonl_ask(chat: subprocess.Popen, question: str, conversation: str) -> dict:
+    """One line to a running `casebot chat --jsonl` and its one line back."""
+    chat.stdin.write(json.dumps({"question": question, "conversation": conversation}) + "\n")
+    chat.stdin.flush()
+    line = chat.stdout.readline()
+    assert line, f"casebot chat ended: {chat.stderr.read()}"
+    return json.loads(line)
+
+
 def test_chat_jsonl_says_the_index_is_unreachable_while_the_chroma_server_is_down_and_answers_once_it_is_back(
         chroma, fault_library):
     """Issue 21: the Chroma server killed mid-conversation and restarted on the same port and data: the line asked
@@ -152,11 +161,7 @@ def test_chat_jsonl_says_the_index_is_unreachable_while_the_chroma_server_is_dow
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def ask(question: str) -> dict:
-        chat.stdin.write(json.dumps({"question": question, "conversation": "ward"}) + "\n")
-        chat.stdin.flush()
-        line = chat.stdout.readline()
-        assert line, f"casebot chat ended: {chat.stderr.read()}"
-        return json.loads(line)
+        return jsonl_ask(chat, question, "ward")
 
     try:
         assert [c["case_id"] for c in ask(RENAL)["citations"]] == ["renal-plex"]
@@ -193,11 +198,7 @@ def test_a_hung_chroma_server_costs_a_question_its_timeout_not_the_process(chrom
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def ask(question: str) -> dict:
-        chat.stdin.write(json.dumps({"question": question, "conversation": "hung"}) + "\n")
-        chat.stdin.flush()
-        line = chat.stdout.readline()
-        assert line, f"casebot chat ended: {chat.stderr.read()}"
-        return json.loads(line)
+        return jsonl_ask(chat, question, "hung")
 
     try:
         assert [c["case_id"] for c in ask(RENAL)["citations"]] == ["renal-plex"]
