@@ -171,6 +171,11 @@ class CaseBot:
         if follow_up:
             for hit in hits:
                 hit.coverage = retriever.coverage(concepts, hit.case.id)
+            # The last answer's order stands (its lead first) unless the question's words favour another of its
+            # cases, which the gate's precedence sees in coverage: "what did they do with the ACEi?" stays on the
+            # case the conversation was about, though another case of that answer is nearer in wording.
+            order = {cid: position for position, cid in enumerate(resolution.cases)}
+            hits.sort(key=lambda hit: order.get(hit.case.id, len(order)))
         chosen, gate = self.gate.decide(hits, concepts, retriever, anchored=follow_up or bool(filters))
         generated, unsupported, verify_ms = None, [], None
         if chosen and self.backend:

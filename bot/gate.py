@@ -32,7 +32,7 @@ from bot.settings import Settings
 from bot.text import sentences, tokenize
 
 FEATURES = ("similarity", "coverage", "library_coverage", "support")
-GATE_VERSION = "logistic-v9"  # part of the cache key: a change to features or fitting refits every library
+GATE_VERSION = "logistic-v12"  # part of the cache key: a change to features or fitting refits every library
 L2 = 1.0  # ridge penalty of the fit, on standardised features
 WINDOW_WORDS = 6
 # The sentences calibration questions are written from: whole ones. A snippet cut mid-word ("Nodu events", "highl")
@@ -138,10 +138,10 @@ class Gate:
         rank = {id(hit): position for position, hit in enumerate(hits)}
         best = max((hit.coverage for hit, _ in passing), default=0.0)
 
-        def precedence(hit: CaseHit) -> tuple[bool, bool, bool, float, int]:
-            """Among the cases holding (nearly) all the question asks, one recording the failure it names (and the
-            therapy it asks about given next), then rank: a case that records "PPI failed" but not the SIBO asked
-            about does not lead a SIBO question."""
+        def precedence(hit: CaseHit) -> tuple[bool, int, bool, float, int]:
+            """Among the cases holding (nearly) all the question asks, one recording most of the failures it names
+            (and the therapy it asks about given next), then rank: a case that records "PPI failed" but not the
+            SIBO asked about does not lead a SIBO question."""
             near_best = hit.coverage >= best - self.settings.lead_coverage_tolerance
             return (near_best, hit.records_failure, hit.records_next, hit.coverage if not near_best else 0.0,
                     -rank[id(hit)])
@@ -299,13 +299,24 @@ def off_topic_questions(retriever: Retriever, calibration: Calibration) -> list[
     return kept
 
 
-def _best(retriever: Retriever, question: str) -> np.ndarray | None:
+def calibration_features(retriever: Retriever, question: str, written_from: str | None = None
+                         ) -> np.ndarray | None:
     """The features of the question's best case; None for a question that names nothing ("hello"), which
-    `Gate.decide` refuses before any score, so it must not move the fitted threshold either."""
+    `Gate.decide` refuses before any score, so it must not move the fitted threshold either. `written_from`: the
+    case a calibration question was written from; None too when that case is not near in meaning (within the
+    gap a companion case may fall below its lead) to the nearest case retrieved, for such a question is a
+    fragment ("to determine the durability and safety shown?", "Has anyone seen a geographical north-south
+    gradient characterised by?"), and fragments taught the fit that a question near nothing in meaning is
+    answerable ("Who won the 2018 World Cup?" was, from a library holding "cup")."""
     concepts = retriever.concepts(question)
     if not concepts:
         return None
     hits = retriever.search(question)
+    if written_from:
+        own = next((h.similarity for h in hits if h.case.id == written_from), None)
+        nearest = max((h.similarity for h in hits), default=0.0)
+        if own is None or own < nearest - retriever.settings.gate_similarity_gap:
+            return None
     known = retriever.library_coverage(concepts)
     if not hits:
         return np.array([0.0, 0.0, known, 0.0])
@@ -316,8 +327,10 @@ def _best(retriever: Retriever, question: str) -> np.ndarray | None:
 def fit(retriever: Retriever, calibration: Calibration, limit: int, key: str) -> GateModel:
     """A ridge-penalised logistic regression (Newton's method) on standardised features, classes weighted
     equally; the threshold is the middle of the score interval with the fewest errors."""
-    positives = [x for q, _ in example_questions(retriever, calibration, limit) if (x := _best(retriever, q)) is not None]
-    negatives = [x for q in off_topic_questions(retriever, calibration) if (x := _best(retriever, q)) is not None]
+    positives = [x for q, case_id in example_questions(retriever, calibration, limit)
+                 if (x := calibration_features(retriever, q, case_id)) is not None]
+    negatives = [x for q in off_topic_questions(retriever, calibration)
+                 if (x := calibration_features(retriever, q)) is not None]
     if not positives or not negatives:
         return GateModel(key=key, weights=[1.0] * len(FEATURES), bias=0.0, threshold=float("-inf"), positives=len(positives),
                          negatives=len(negatives), false_refusals=0, false_answers=0, margin=0.0)

@@ -190,6 +190,7 @@ class QuestionLanguage:
     aspects: list[tuple[str, re.Pattern[str]]]
     failure_before: re.Pattern[str]
     failure_after: re.Pattern[str]
+    history_before: re.Pattern[str]
 
     @classmethod
     def load(cls, path: Path) -> QuestionLanguage:
@@ -208,7 +209,9 @@ class QuestionLanguage:
             case_sex_words=sexes(data["case_sex"]),
             aspects=[(a["section"], _alternation(a["patterns"])) for a in data["aspects"]],
             failure_before=re.compile(r"\b(?:" + "|".join(cues["before"]) + r")\s+(?:[\w-]+\s+){0,2}$", re.IGNORECASE),
-            failure_after=re.compile(r"^\W*(?:" + "|".join(cues["after"]) + r")\b", re.IGNORECASE))
+            failure_after=re.compile(r"^\W*(?:" + "|".join(cues["after"]) + r")\b", re.IGNORECASE),
+            history_before=re.compile(r"\b(?:" + "|".join(data["history_cues"]) + r")[\s-]+(?:[\w-]+\s+){0,2}$",
+                                      re.IGNORECASE))
 
     def referring_words(self, question: str) -> str:
         """The question without its back-references and aspect words: what it asks about in its own words."""
@@ -242,6 +245,12 @@ class QuestionLanguage:
         for start, end in sorted(cuts, reverse=True):
             question = question[:start] + " " * (end - start) + question[end:]
         return question
+
+    def prior_therapies(self, question: str, lexicon: Lexicon) -> set[str]:
+        """Therapies (canonical names) the question places before what it asks about ("skin came back after
+        HSCT", "what was tried after rituximab?"): history, not the therapy asked about as given next."""
+        return {t.canonical for m in lexicon.spans(question) if self.history_before.search(question[: m.start])
+                for t in m.terms if t.group == "therapies"}
 
     def failed_therapies(self, question: str, lexicon: Lexicon) -> list[str]:
         """Therapies (canonical names) the question says have failed, in order: a therapy with a failure cue

@@ -42,7 +42,7 @@ class CaseHit:
     fused: float  # best reciprocal-rank-fusion score among the case's chunks
     similarity: float  # best cosine similarity between the question and the case's chunks
     coverage: float = 0.0  # share (IDF-weighted) of the question's concepts found in the case
-    records_failure: bool = False  # its front matter records a failure the question names
+    records_failure: int = 0  # how many of the failures the question names its front matter records
     records_next: bool = False  # its front matter gives next a therapy the question names (and not as failed)
     starts_failed: bool = False  # ... gives next a therapy the question says failed, without recording that failure
     passages: list[Passage] = field(default_factory=list)
@@ -146,21 +146,24 @@ class Retriever:
         return ranked
 
     def _front_matter_first(self, question: str, ranked: list[CaseHit]) -> list[CaseHit]:
-        """Marks what each case's front matter records of the question: a failure it names ("ILD progressing on
-        MMF") and a therapy it asks about given next ("Ofev", "eculizumab"). When a failure is named, the cases
-        recording it lead, in their fused order, first those that then gave a therapy the question also names
-        ("Ofev when CellCept stopped working"); the rest follow. Without one the fused order stands."""
+        """Marks what each case's front matter records of the question: the failures it names ("ILD progressing on
+        MMF") and a therapy it asks about given next ("Ofev", "eculizumab"; not one it places before: "after
+        HSCT"). When a failure is named, the cases recording most of the named failures lead ("worse through
+        CYC, MMF, RTX and Ofev": the case that failed all four), in their fused order, first those that then gave
+        a therapy the question also names ("Ofev when CellCept stopped working"); the rest follow. Without one
+        the fused order stands."""
         failed = set(self.language.failed_therapies(question, self.lexicon))
-        wanted = {t.canonical for t in self.lexicon.find(question) if t.group == "therapies"} - failed
+        wanted = ({t.canonical for t in self.lexicon.find(question) if t.group == "therapies"} - failed
+                  - self.language.prior_therapies(question, self.lexicon))
         canonical = self.lexicon.canonical
         for hit in ranked:
-            hit.records_failure = bool(failed & {canonical("therapies", t) or t for t in hit.case.failed_therapies})
+            hit.records_failure = len(failed & {canonical("therapies", t) or t for t in hit.case.failed_therapies})
             given = {canonical("therapies", t) or t for t in hit.case.next_therapies}
             hit.records_next = bool(wanted & given)
             hit.starts_failed = not hit.records_failure and bool(failed & given)
         if not failed:
             return ranked
-        return sorted(ranked, key=lambda hit: (not hit.records_failure, not hit.records_next))
+        return sorted(ranked, key=lambda hit: (-hit.records_failure, not hit.records_next))
 
     def _dense(self, query_vector: list[float], allowed: set[str] | None) -> dict[int, float]:
         """Row number -> cosine similarity for the nearest chunks, in rank order: Chroma's nearest-neighbour
@@ -245,7 +248,7 @@ class Retriever:
             own = set(tokenize([surface])[0])
             for term in terms:
                 rest = self.lexicon.strip(rest, term)
-            concepts.append(Concept(surface, alternatives, max((self.idf(t) for t in own), default=0.0),
+            concepts.append(Concept(surface, alternatives, self.mention_weight(own, alternatives),
                                     lexical=any(term.group != "terms" for term in terms)))
         surfaces = {token: word.lower() for word in re.findall(r"[^\W\d_]+", rest) for token in tokenize([word])[0]}
         for written in dict.fromkeys(tokenize([rest])[0]):
@@ -253,6 +256,18 @@ class Retriever:
             if token not in self._filler and not token.isdigit():
                 concepts.append(Concept(token, [{token}], self.weight(token, surfaces.get(written))))
         return concepts
+
+    def mention_weight(self, own: set[str], alternatives: list[set[str]]) -> float:
+        """A lexicon mention's rarity in the library under the name the library writes: the question's own
+        spelling when cases use it, else the commonest alias they do use. "pred" or "CellCept", which no case
+        writes, weigh as "prednisone" or "mycophenolate", not as the rarest word of all, which made them
+        outweigh everything else the question asks ("renal crisis with a normal BP after pred" led with a
+        heart case that gave steroids)."""
+        if own and all(t in self.side.doc_freq for t in own):
+            return max(self.idf(t) for t in own)
+        held = [max(self.idf(t) for t in alt) for alt in alternatives
+                if alt and all(t in self.side.doc_freq for t in alt)]
+        return min(held) if held else max((self.idf(t) for t in own), default=0.0)
 
     def weight(self, token: str, written: str | None) -> float:
         """A word's rarity in the library (IDF). A word no case uses weighs as the rarest of all when it is

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.gate import example_questions
+from bot.gate import calibration_features, example_questions
 from bot.text import tokenize
 
 
@@ -95,3 +95,15 @@ def test_after_a_named_failure_the_case_that_gave_the_therapy_asked_about_leads(
     hits = knowledge_bot.retriever.search("ILD progressing on MMF, what was tried next?")
     assert hits[0].case.id != "ild-mmf-failure-nintedanib" or not hits[0].records_next  # no therapy asked: no preference
 
+
+
+def test_a_calibration_question_that_does_not_find_its_own_case_is_no_example(knowledge_bot):
+    """Word windows like "to determine the durability and safety shown?" are near nothing in meaning; counted as
+    answerable, they taught the gate that a question far from every case may be answered, and on the external
+    library "Who won the 2018 World Cup?" (similarity 0 to every abstract, but "world" and "cup" in some) was."""
+    retriever = knowledge_bot.retriever
+    own = "src-thomas-2015-eculizumab-after-plasmapheresis"
+    question = retriever.cases[own].title
+    assert calibration_features(retriever, question, own) is not None
+    assert calibration_features(retriever, question, "gi-lcssc-faecal-incontinence-biofeedback") is None
+    assert calibration_features(retriever, question) is not None  # off-topic questions: scored whatever they find

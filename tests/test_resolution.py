@@ -213,6 +213,51 @@ def test_a_named_failure_leads_the_ranking_with_the_cases_that_record_it(knowled
     assert "mycophenolate mofetil" in lead.failed_therapies, lead.id
 
 
+def test_the_case_recording_most_of_the_named_failures_leads(knowledge_bot):
+    """Before: a transplant case that recorded one of the four failures (and gave HSCT, which the question names)
+    led; the case that failed all four and was found ineligible for HSCT was only listed."""
+    answer = knowledge_bot.ask("ATA+ man, ILD worse through CYC, MMF, RTX and Ofev - was HSCT still an option?",
+                               "most-failures")
+    assert answer.citations[0].case_id == "ild-progressive-despite-all-ahsct-ineligible"
+
+
+def test_a_therapy_placed_before_what_is_asked_is_history_not_the_therapy_asked_about(knowledge_bot):
+    """"after HSCT" is the patient's history: before, the cases that gave HSCT next led "the one whose skin came
+    back after HSCT" (and "yrs", "whose" weighed as the rarest words, so it was refused). Asked as the next step,
+    HSCT still prefers the cases that gave it."""
+    answer = knowledge_bot.ask("what happened to the one whose skin came back 4 yrs after HSCT?", "history")
+    assert not answer.refused, answer.gate.reason
+    assert answer.citations[0].case_id == "ild-skin-relapse-after-ahsct-mmf-restarted"
+    hits = knowledge_bot.retriever.search("cyclophosphamide failed for the lungs: who went on to HSCT?")
+    assert [h.records_next for h in hits if h.case.id == "seed-dcssc-ild-cyc-ahsct"] == [True]
+
+
+def test_a_drug_named_as_no_case_writes_it_weighs_as_the_name_the_cases_use(knowledge_bot):
+    """Before: "pred" (no case writes it) weighed as the rarest word of all and outweighed "renal crisis", so a
+    heart case that gave steroids led "renal crisis with a normal BP after pred"."""
+    retriever = knowledge_bot.retriever
+    short = {c.label: c.weight for c in retriever.concepts("renal crisis after pred")}
+    written = {c.label: c.weight for c in retriever.concepts("renal crisis after prednisone")}
+    rarest = retriever.idf("pred")  # what an unseen word weighs
+    assert short["pred"] <= written["prednisone"] < rarest  # as its commonest name in the cases (here "steroids")
+    answer = knowledge_bot.ask("renal crisis with a normal BP after pred 30 mg", "pred")
+    assert answer.citations[0].case_id == "src-dcssc-normotensive-renal-crisis"
+
+
+def test_a_follow_up_on_every_case_of_the_last_answer_keeps_its_lead_unless_its_words_favour_another(
+        knowledge_bot):
+    """Before: "what did they do with the ACEi?" led with the other case of the answer (nearer in wording), and
+    "and the outcome?" then followed that case instead of the one the conversation was about."""
+    lead = "src-dcssc-renal-crisis-despite-prophylactic-ace-inhibitor"
+    first = knowledge_bot.ask("SRC in an RNAP3 woman who was already on low-dose ramipril to prevent it", "keep-lead")
+    assert first.citations[0].case_id == lead and len(first.citations) > 1
+    again = knowledge_bot.ask("what did they do with the ACEi?", "keep-lead")
+    assert again.resolution.kind == "follow-up" and again.citations[0].case_id == lead
+    assert knowledge_bot.ask("and the outcome?", "keep-lead").citations[0].case_id == lead
+    other = knowledge_bot.ask("which of them had the crisis set off by high-dose prednisone?", "keep-lead")
+    assert other.citations[0].case_id == "src-dcssc-rnap-prednisone-trigger", other.resolution.reason
+
+
 @pytest.mark.parametrize("written, canonical", [
     ("small-intestinal bacterial overgrowth", "gastrointestinal"), ("Scl70", "anti-Scl-70"),
     ("anti-Scl70", "anti-Scl-70"), ("CAR T", "CD19 CAR-T cell therapy"), ("CART cells", "CD19 CAR-T cell therapy"),
