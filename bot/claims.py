@@ -32,6 +32,8 @@ CLAIMS = PROJECT_ROOT / "knowledge" / "claims.yaml"  # the words and patterns, b
 OVERALL = "the patient"  # the topic of a clause that names no organ or measure
 _TOKEN = "\u27e6{}\u27e7"  # a therapy mention, replaced by its number, so patterns can say {T}
 _TOKEN_RE = r"\u27e6\d+\u27e7"
+_SENTENCE_END = re.compile(r"[.!?]\s")  # inside two adjacent passage sentences read as one ("2.5 mg" is no end)
+_DETERMINER = re.compile(r"\s*(?:the\s+)?")
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,7 @@ class ClaimReader:
         self.brakes = re.compile(_words(vocabulary["brakes"]), flags)
         negation = vocabulary["negation"]
         self.negation = re.compile(_words(negation["cues"]) + r"|n't\b", flags)
+        self.denials = re.compile(negation["denials"], flags)
         self.window = int(negation["window"])
         self.scope_ends = {word.lower() for word in negation["scope_ends"]}
         self.opposite: dict[str, str] = negation["opposite"]
@@ -118,6 +121,11 @@ class ClaimReader:
         self.together = re.compile(_words(vocabulary["together"]), flags)
         self.untie = re.compile(rf"{_words(vocabulary['not_on'])}\s+(?:[\w'-]+\s+){{0,2}}$", flags)
         self.pronouns = re.compile(_words(vocabulary["pronouns"]), flags)
+        self.elided_subject = re.compile(vocabulary["elided_subject"], flags)
+        self.drug_measure = re.compile(r"\s+" + _words(vocabulary["drug_measures"]), flags)
+        # the actions whose patterns name a drug's measurement ({L}): the others do not read "{T} levels"
+        self.level_actions = {value for value, patterns in vocabulary["actions"].items()
+                              if any("{L}" in p for p in patterns)}
         self.coordination = re.compile(vocabulary["coordination"], flags)
         self.valence = {value: re.compile(_words(words), flags) for value, words in vocabulary["valence"].items()}
         self.stable = self.valence.pop("stable")
@@ -148,7 +156,8 @@ class ClaimReader:
 
     def _therapy_slots(self, pattern: str) -> str:
         """A pattern of claims.yaml as a regular expression, ending at a word's end."""
-        return (pattern.replace("{W}", self.v["filler"]).replace("{T}", f"(?P<T>{_TOKEN_RE})")
+        return (pattern.replace("{W}", self.v["filler"]).replace("{L}", _words(self.v["drug_measures"]))
+                .replace("{T}", f"(?P<T>{_TOKEN_RE})")
                 .replace("{A}", f"(?P<A>{_TOKEN_RE})").replace("{B}", f"(?P<B>{_TOKEN_RE})") + r"(?!\w)")
 
     @cached_property
@@ -187,6 +196,20 @@ class ClaimReader:
 
         return self.pronouns.sub(therapy, sentence)
 
+    def _elided_subjects(self, sentence: str) -> str:
+        """`sentence` with each verb phrase of claims.yaml `elided_subject` made a clause of its own, given the
+        therapy its clause starts with as subject ("fluoxetine made no clear difference; fluoxetine was
+        stopped"), or none when the clause starts with anything else (a person: "she ... and was able to")."""
+        def clause(match: re.Match) -> str:
+            start = max((b.end() for pattern in (self.breaks, _SENTENCE_END)
+                         for b in pattern.finditer(sentence, 0, match.start())), default=0)
+            head = _DETERMINER.match(sentence, start).end()
+            subject = self.lexicon._pattern.match(sentence, head)
+            named = subject and any(t.group == "therapies" for t in self.lexicon.find(subject.group(0)))
+            return f"; {subject.group(0)} " if named else "; "
+
+        return self.elided_subject.sub(clause, sentence)
+
     def front_matter(self, passages: list[str]) -> FrontMatter | None:
         """The front matter from the summary passage (the one stating an outcome and therapies), if given."""
         for passage in passages:
@@ -203,7 +226,7 @@ class ClaimReader:
     def read(self, sentence: str) -> Reading:
         for pattern, replacement in self.rewrites:
             sentence = pattern.sub(replacement, sentence)
-        sentence = self._resolve_pronouns(sentence)
+        sentence = self._resolve_pronouns(self._elided_subjects(sentence))
         reading = Reading()
         for sex, pattern in self.sex.items():
             if pattern.search(sentence):
@@ -227,14 +250,14 @@ class ClaimReader:
     def _read_words(self, clause: str, reading: Reading) -> None:
         """What the clause says beyond the vocabulary's events: which words it denies and, when it has no
         negation cue, which it affirms, so that "she did not pass the screening" can be held against "she
-        passed" whatever the verb (a cue denies the first word after it that carries a claim, within the
-        negation window and before a new subject: "needed no further transfusions"); and, naming no measure,
-        which way something moved ("rescue therapy was needed less often"). Lexicon names are left to the
-        assertions."""
+        passed" whatever the verb (a cue, or a denial such as "ruled out", denies the first word after it that
+        carries a claim, within the negation window and its sentence and before a new subject: "needed no
+        further transfusions"); and, naming no measure, which way something moved ("rescue therapy was needed
+        less often"). Lexicon names are left to the assertions."""
         masked = self.lexicon._pattern.sub(lambda m: "_" * len(m.group(0)), clause)
         therapies = frozenset(self.therapies(clause)[1])
         words = [(m.group(0).lower(), m.start()) for m in re.finditer(r"[A-Za-z][\w'-]*", masked)]
-        cues = [m.end() for m in self.negation.finditer(clause)]
+        cues = [m.end() for pattern in (self.negation, self.denials) for m in pattern.finditer(clause)]
         content = [(stem(self.lemmas.get(w, w)), at) for w, at in words
                    if len(w) >= self.polarity_min and stem(w) not in self.polarity_skip and w not in self.scope_ends]
         if not any(pattern.search(clause) for _, pattern, _ in self.measures):
@@ -248,7 +271,8 @@ class ClaimReader:
             following = [w for w, at in words if at >= end][:1]
             if following and following[0] in self.articles:  # "not a transplant": a thing, not an event, denied
                 continue
-            after = [(w, at) for w, at in content if at >= end and len(clause[end:at].split()) < self.window]
+            after = [(w, at) for w, at in content if at >= end and len(clause[end:at].split()) < self.window
+                     and not _SENTENCE_END.search(clause, end, at)]
             ends = [at for w, at in words if at >= end and w in self.scope_ends]
             reading.negated |= {(w, therapies) for w, at in after[:1] if not ends or at < ends[0]}
 
@@ -265,12 +289,14 @@ class ClaimReader:
         return "".join(pieces), positions
 
     def _negated(self, text: str, positions: list[int], start: int, end: int) -> bool:
-        """A negation stood inside the match or at most `window` words before it."""
+        """A negation stood inside the match or at most `window` words before it, with no scope end between, the
+        match's own first word included ("did not resolve despite macrogol" does not deny "despite macrogol")."""
         for position in positions:
             if start <= position <= end:
                 return True
             between = text[position:start].lower().split()
-            if position < start and len(between) <= self.window and not self.scope_ends & set(between):
+            reach = set(between + text[start:end].lower().split()[:1])
+            if position < start and len(between) <= self.window and not self.scope_ends & reach:
                 return True
         return False
 
@@ -282,10 +308,15 @@ class ClaimReader:
             for match in pattern.finditer(text):
                 for group, value in (("A", role_a), ("B", role_b)):
                     acted.add((names[_number(match.group(group))], value))
+        # a negation is spent on the first event after it: "did not worsen his Raynaud's; MMF continued"
+        events = [m.start() for pattern in self.valence.values() for m in pattern.finditer(text)]
         for value, patterns in self.actions.items():
             for pattern in patterns:
                 for match in pattern.finditer(text):
-                    negated = self._negated(text, negations, match.start(), match.end())
+                    if value not in self.level_actions and self.drug_measure.match(text, match.end("T")):
+                        continue  # "reduced her sildenafil levels": the drug's level moved, not its dose
+                    unspent = [p for p in negations if not any(p <= e < match.start() for e in events)]
+                    negated = self._negated(text, unspent, match.start(), match.end())
                     acted.add((names[_number(match.group("T"))], self.opposite.get(value, value) if negated else value))
         for therapy, value in acted:
             if value not in ("start", "not_start") and (therapy, "not_start") in acted:

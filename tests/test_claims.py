@@ -23,8 +23,10 @@ from probes.probe import Result, library_passages, load_probes, run
 # library -> (faithful kept, distortions caught), measured 2026-12-07: shipped 105/115 and 121/130 after 48
 # probes over eight unprobed cases were written (before the check was run on them: 16/24 kept, 17/24 caught, so
 # the check had fitted the older shipped probes, 89/91 and 104/106), heldout 27/32 and 46/50 (2026-12-03: shipped
-# 78/81 and 89/100, heldout 27/32 and 44/50). The check is deterministic, so the floors are the measured counts.
-FLOORS = {"shipped": (105, 121), "heldout": (27, 46)}
+# 78/81 and 89/100, heldout 27/32 and 44/50); 2026-12-07 later, scoped negation (denials, "despite", a spent cue),
+# elided subjects, drug levels and liver enzymes: shipped 111/115 and 123/130, heldout 27/32 and 46/50 (heldout
+# only counted). The check is deterministic, so the floors are the measured counts.
+FLOORS = {"shipped": (111, 123), "heldout": (27, 46)}
 # The issue asks for at least 200 planted sentences.
 MIN_PROBES = 200
 KINDS = {"faithful", "outcome", "measure", "action", "negation", "severity", "order", "case"}
