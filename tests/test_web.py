@@ -140,6 +140,16 @@ def test_a_conversation_export_is_private_to_the_server_and_removed_with_its_con
                              text=True, timeout=300)
     assert written.returncode == 0, written.stderr
     assert not Path(written.stdout.strip()).exists(), "the process's exports outlived it"
+    # stopped as a service is stopped (SIGTERM from systemd, docker or kill), as `casebot serve` sets it up
+    serving = subprocess.Popen([sys.executable, "-c", "import time; from bot.web.app import exit_on_terminate; "
+                                "from bot.web.chat import write_export; exit_on_terminate(); "
+                                "print(write_export([], 'export-at-stop'), flush=True); time.sleep(120)"],
+                               cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
+    stopped = Path(serving.stdout.readline().strip())
+    assert stopped.exists()
+    serving.terminate()
+    assert serving.wait(timeout=60) == 0
+    assert not stopped.exists(), "a stopped server's exports outlived it"
 
 
 def test_logins_from_an_address_are_refused_for_a_while_after_ten_wrong_passwords(knowledge_settings, knowledge_bot):

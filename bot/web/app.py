@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import html
 import math
+import signal
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -291,10 +293,17 @@ class LoginGuard:
             self.failures.popitem(last=False)
 
 
+def exit_on_terminate() -> None:
+    """SIGTERM (systemd or docker stopping the service, `kill`) ends the process as Ctrl-C does, through its exit
+    handlers, so the conversation exports are removed; by default Python dies of it without running them."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+
+
 def serve(settings: Settings) -> None:
     """Serves the app on settings.host (127.0.0.1 unless told otherwise), never through a share link. The page
     is served first, then the bot is made on this thread (the index built first when it is empty) while the
     server answers on its own; an error making it ends the process (the server thread is a daemon)."""
+    exit_on_terminate()
     startup = Startup(settings)
     demo = build(startup)
     demo.launch(server_name=settings.host, server_port=settings.port, share=False, auth=settings.credentials,
