@@ -391,6 +391,9 @@ def _jsonl_request(raw: bytes) -> tuple[object, str, dict[str, str]]:
         raise ValueError(f"not UTF-8 text (byte {error.start})") from None
     except RecursionError:
         raise ValueError("the JSON is nested too deeply") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"not a JSON object ({error.msg} at column {error.colno}); each line is one request, "
+                         '{"question": "..."}') from None
     if not isinstance(request, dict) or "question" not in request:
         raise ValueError('expected an object with a "question" field')
     conversation = request.get("conversation", "default")

@@ -261,6 +261,7 @@ def test_chat_jsonl_answers_every_line_and_names_what_is_wrong_with_the_bad_ones
              json.dumps({"question": question, "filters": {"subtype": "cured"}}).encode(),
              json.dumps({"question": question, "filters": {"outcome": "cured"}}).encode(),
              json.dumps({"question": question, "conversation": {"a": 1}}).encode(),
+             b"renal crisis options?",
              json.dumps({"question": "What came after that?", "conversation": "a"}).encode()]
     result = subprocess.run([*CASEBOT, "chat", "--jsonl", "--db", str(knowledge_settings.db)], cwd=PROJECT_ROOT,
                             input=b"\n".join(lines) + b"\n", capture_output=True, timeout=900,
@@ -269,7 +270,7 @@ def test_chat_jsonl_answers_every_line_and_names_what_is_wrong_with_the_bad_ones
     out = [json.loads(line) for line in result.stdout.decode().splitlines()]
     assert len(out) == len(lines)
     errors = {entry["line"]: entry["error"] for entry in out if "error" in entry}
-    assert sorted(errors) == [2, 3, 4, 5, 6, 7, 8, 9]
+    assert sorted(errors) == [2, 3, 4, 5, 6, 7, 8, 9, 10]
     assert errors[2] == "line 2: the JSON is nested too deeply"
     assert errors[3] == 'line 3: "filters" must be an object of "KEY": "VALUE" strings, not 5'
     assert errors[4].startswith('line 4: "filters" must be an object')
@@ -278,6 +279,8 @@ def test_chat_jsonl_answers_every_line_and_names_what_is_wrong_with_the_bad_ones
     assert errors[7].startswith("line 7: no case in the library has subtype 'cured'; its subtype values are diffuse")
     assert errors[8].startswith("line 8: no case in the library has outcome 'cured'; its outcome values are ")
     assert errors[9] == 'line 9: "conversation" must be a string, not {"a": 1}'
+    assert errors[10] == ('line 10: not a JSON object (Expecting value at column 1); each line is one request, '
+                          '{"question": "..."}')  # was Python's bare "Expecting value: line 1 column 1 (char 0)"
     assert out[0]["citations"] and out[-1]["standalone_question"] != out[-1]["question"], "the last line answered"
 
 
