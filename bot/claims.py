@@ -3,9 +3,10 @@
 Similarity and shared names cannot see that "the TMA resolved" became "eculizumab failed to stop the TMA".
 So each sentence is read, clause by clause, into assertions: what was done with each therapy (started,
 continued, stopped, tapered, increased, failed, worked), how each topic went (a measure rising or falling,
-an organ improving, the patient dying) and on which therapy, how severe, which therapy came before which,
-and who (a woman or a man); beyond that vocabulary, which words a clause denies or affirms and which way an
-unnamed thing moved. A pronoun ("it") stands for the therapy named last before it, a bracketed abbreviation
+an organ improving, the patient dying) and on which therapy, how severe, which therapy came before which
+(and whether one said to be begun only after an event was already given when it happened: "a relapse despite
+rituximab"), and who (a woman or a man); beyond that vocabulary, which words a clause denies or affirms and
+which way an unnamed thing moved. A pronoun ("it") stands for the therapy named last before it, a bracketed abbreviation
 is the same mention, a clause starting "if" asserts nothing, and therapies begun together cannot be put in
 order. A claim's assertion must be stated by the case sentences it rests on (or, failing those, by the
 closest others that speak of it; for a topic on one therapy, by those about that therapy) or at least not be
@@ -50,6 +51,10 @@ class Reading:
     assertions: set[Assertion] = field(default_factory=set)
     order: set[tuple[str, str]] = field(default_factory=set)  # (earlier therapy, later therapy)
     together: set[frozenset[str]] = field(default_factory=set)  # therapies started at the same time
+    # a therapy against an event, the event as its word stems: begun only after it ("rituximab was started after
+    # the skin relapse"), and given when it happened ("a skin relapse despite rituximab")
+    started_after: set[tuple[str, frozenset[str]]] = field(default_factory=set)
+    given_during: set[tuple[str, frozenset[str]]] = field(default_factory=set)
     sexes: set[str] = field(default_factory=set)
     grades: set[str] = field(default_factory=set)
     # clauses whose valence is about the patient or a therapy: (therapies named, topics, values)
@@ -119,6 +124,9 @@ class ClaimReader:
                       for r in vocabulary["roles"]]
         self.order_patterns = [re.compile(self._therapy_slots(p), flags) for p in vocabulary["order"]]
         self.together = re.compile(_words(vocabulary["together"]), flags)
+        events = vocabulary["events"]
+        self.started_after = [re.compile(self._therapy_slots(p), flags) for p in events["started_after"]]
+        self.given_during = [re.compile(self._therapy_slots(p), flags) for p in events["given_during"]]
         self.untie = re.compile(rf"{_words(vocabulary['not_on'])}\s+(?:[\w'-]+\s+){{0,2}}$", flags)
         self.pronouns = re.compile(_words(vocabulary["pronouns"]), flags)
         self.elided_subject = re.compile(vocabulary["elided_subject"], flags)
@@ -245,7 +253,27 @@ class ClaimReader:
                     reading.order.add((a, b))
         if self.together.search(plain):
             reading.together = {frozenset((a, b)) for a in names for b in names if a != b}
+        # read with its negation: "rituximab was not started after the relapse" begins nothing
+        for patterns, pairs in ((self.started_after, reading.started_after), (self.given_during, reading.given_during)):
+            pairs |= {(names[_number(match.group("T"))], self._stems(match.group("E")))
+                      for pattern in patterns for match in pattern.finditer(tokenised)}
         return reading
+
+    def _stems(self, text: str) -> frozenset[str]:
+        """The stems of the words of `text` that carry a claim, each name the lexicon knows as its canonical
+        name ("VT" and "ventricular tachycardia" are one word), therapy tokens and organs left out (two events
+        of one organ are not one event)."""
+        text = re.sub(_TOKEN_RE, " ", text)
+        names = {t.canonical.lower() for m in self.lexicon._pattern.finditer(text)
+                 for t in self.lexicon.find(m.group(0)) if t.group != "organs"}
+        plain = self.lexicon._pattern.sub(" ", text)
+        return frozenset(w for w, _ in self._content([(m.group(0).lower(), m.start())
+                                                      for m in re.finditer(r"[A-Za-z][\w'-]*", plain)])) | names
+
+    def _content(self, words: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """The (stem, position) of each word that carries a claim: long enough, outside `skip` and `scope_ends`."""
+        return [(stem(self.lemmas.get(w, w)), at) for w, at in words
+                if len(w) >= self.polarity_min and stem(w) not in self.polarity_skip and w not in self.scope_ends]
 
     def _read_words(self, clause: str, reading: Reading) -> None:
         """What the clause says beyond the vocabulary's events: which words it denies and, when it has no
@@ -258,8 +286,7 @@ class ClaimReader:
         therapies = frozenset(self.therapies(clause)[1])
         words = [(m.group(0).lower(), m.start()) for m in re.finditer(r"[A-Za-z][\w'-]*", masked)]
         cues = [m.end() for pattern in (self.negation, self.denials) for m in pattern.finditer(clause)]
-        content = [(stem(self.lemmas.get(w, w)), at) for w, at in words
-                   if len(w) >= self.polarity_min and stem(w) not in self.polarity_skip and w not in self.scope_ends]
+        content = self._content(words)
         if not any(pattern.search(clause) for _, pattern, _ in self.measures):
             stems = frozenset(w for w, _ in content)
             reading.moved |= {(direction, stems) for direction, pattern in self.direction.items()
@@ -456,6 +483,11 @@ class ClaimReader:
                 problems.append(f"it puts {earlier} before {later}; the case has {later} first")
             elif frozenset((earlier, later)) in case_together - claim.together and (earlier, later) not in case_order:
                 problems.append(f"it puts {earlier} before {later}; the case started them together")
+        given_during = set().union(*(r.given_during for r in case)) if case else set()
+        for therapy, event in sorted(claim.started_after, key=lambda p: (p[0], sorted(p[1]))):
+            if any(t == therapy and len(event & other) >= self.shared_words for t, other in given_during):
+                problems.append(f"it has {therapy} begun only after {' '.join(sorted(event))[:60]}; "
+                                f"the case has it given then")
         case_sexes = set().union(*(r.sexes for r in case)) if case else set()
         if claim.sexes and case_sexes and not claim.sexes & case_sexes:
             problems.append(f"it speaks of a {'/'.join(sorted(claim.sexes))} patient; the case is about a "

@@ -25,8 +25,11 @@ from probes.probe import Result, library_passages, load_probes, run
 # the check had fitted the older shipped probes, 89/91 and 104/106), heldout 27/32 and 46/50 (2026-12-03: shipped
 # 78/81 and 89/100, heldout 27/32 and 44/50); 2026-12-07 later, scoped negation (denials, "despite", a spent cue),
 # elided subjects, drug levels and liver enzymes: shipped 111/115 and 123/130, heldout 27/32 and 46/50 (heldout
-# only counted). The check is deterministic, so the floors are the measured counts.
-FLOORS = {"shipped": (111, 123), "heldout": (27, 46)}
+# only counted); 2026-12-08, the therapy put first ("on X ... kept rising" fails X), a risk judged "acceptable" or
+# "too high" as a severity, a therapy begun only after an event it was given during ("a relapse despite X"):
+# shipped 111/115 and 126/130 (was 123), heldout 27/32 and 46/50 (unchanged, only counted). The check is
+# deterministic, so the floors are the measured counts.
+FLOORS = {"shipped": (111, 126), "heldout": (27, 46)}
 # The issue asks for at least 200 planted sentences.
 MIN_PROBES = 200
 KINDS = {"faithful", "outcome", "measure", "action", "negation", "severity", "order", "case"}
